@@ -1,0 +1,5 @@
+"""Backbones, pooling layers and the place-recognition descriptor network."""
+
+from gcl_jax.models.descriptor import DescriptorNet, build_model
+from gcl_jax.models.pooling import GeM, l2_normalize
+from gcl_jax.models.resnet import ResNet
