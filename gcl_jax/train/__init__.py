@@ -1,0 +1,1 @@
+"""Training: state, sharded GCL step, checkpoints and the train-and-evaluate loop."""
