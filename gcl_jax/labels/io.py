@@ -1,0 +1,253 @@
+"""On-disk storage of PairTable label files, and a per-city label cache.
+
+Label file (`save_pair_table` / `load_pair_table`): one uncompressed NumPy `.npz` archive, read with
+`allow_pickle=False`, holding
+
+    format            0-d str    "gcl_jax.PairTable"
+    format_version    0-d int64  1
+    num_queries       0-d int64
+    num_database      0-d int64
+    indptr            (num_queries + 1,) int64   CSR row pointer: pairs of query q are
+                                                 rows indptr[q]:indptr[q+1]
+    db_idx            (P,) int32     database index, ascending within a query
+    psi               (P,) float32   graded FoV label in [0, 1]
+    sim               (P,) int8      1 positive, 0 negative, -1 ambiguous
+    dist              (P,) float32   camera-centre distance in metres
+    params_json       0-d str        JSON object of PairTable.params
+
+(see gcl_jax/labels/table.py for the meaning of the fields). Files are written atomically: to a
+temporary file in the destination directory, flushed and fsync'ed, then renamed over the target
+with os.replace, so a reader never sees a partially written file.
+
+City cache (`label_city_cached`): `<out_dir>/<city>_fov.npz` (a label file as above) plus
+`<out_dir>/<city>_fov.manifest.json`:
+
+    {"format": "gcl_jax.fov_manifest", "format_version": 1, "city": <city>,
+     "label_file": "<city>_fov.npz", "params": {... PairTable.params ...},
+     "inputs_sha256": <hex digest>, "num_queries": int, "num_database": int, "num_pairs": int}
+
+`inputs_sha256` hashes, for the query then the database table, the shape, dtype and bytes of
+`utm` (float64), `heading` (float64, NaNs canonicalised) and `pano` (bool), and the image keys
+(UTF-8, length-prefixed). The cached file is reused only when the manifest's params, input hash
+and sizes all equal the current ones and the label file loads with the same params; otherwise
+labels are recomputed and both files rewritten (the old manifest is deleted first, so an
+interrupted rewrite can never leave a manifest that vouches for a different label file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from gcl_jax.data.table import ImageTable
+from gcl_jax.labels.fov2d import city_pair_table, pair_table_params
+from gcl_jax.labels.table import PairTable
+
+FORMAT = "gcl_jax.PairTable"
+FORMAT_VERSION = 1
+MANIFEST_FORMAT = "gcl_jax.fov_manifest"
+MANIFEST_VERSION = 1
+
+_ARRAYS = {"indptr": np.int64, "db_idx": np.int32, "psi": np.float32, "sim": np.int8,
+           "dist": np.float32}
+_KEYS = ("format", "format_version", "num_queries", "num_database", *_ARRAYS, "params_json")
+_CITY_PARAMS = ("radius_m", "fov_deg", "normalization", "cutoff_factor", "pos_dist_m",
+                "neg_dist_m")
+
+
+class LabelFileError(ValueError):
+  """A label file or manifest is corrupt, incomplete or of an unknown format; names the file."""
+
+
+def _atomic_write(path: str, write) -> None:
+  """Calls write(file_object) on a temporary file next to `path`, then renames it to `path`."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.unlink(tmp)
+    except FileNotFoundError:
+      pass
+    raise
+
+
+def save_pair_table(path: str, table: PairTable) -> None:
+  """Writes `table` to `path` (a single .npz, see the module docstring), atomically.
+
+  Args:
+    path: destination file; the directory is created if needed. Conventionally ends in ".npz".
+    table: the labels; `params` must be JSON-serialisable.
+
+  Raises:
+    TypeError: if `table.params` is not JSON-serialisable.
+  """
+  try:
+    params_json = json.dumps(table.params, sort_keys=True)
+  except TypeError as e:
+    raise TypeError(f"PairTable.params must be JSON-serialisable to be saved to {path}: {e}") from e
+  arrays = {k: np.ascontiguousarray(getattr(table, k), dtype=dt) for k, dt in _ARRAYS.items()}
+
+  def write(f):
+    np.savez(f, format=np.array(FORMAT), format_version=np.array(FORMAT_VERSION, np.int64),
+             num_queries=np.array(table.num_queries, np.int64),
+             num_database=np.array(table.num_database, np.int64), params_json=np.array(params_json),
+             **arrays)
+
+  _atomic_write(path, write)
+
+
+def load_pair_table(path: str) -> PairTable:
+  """Reads a label file written by `save_pair_table`.
+
+  Raises:
+    FileNotFoundError: if `path` does not exist.
+    LabelFileError: if the file is not a readable .npz, has an unknown format or version, lacks a
+      key, or holds inconsistent arrays (the message names the file and the problem).
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"label file {path} does not exist")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      missing = [k for k in _KEYS if k not in z.files]
+      if missing:
+        raise LabelFileError(f"label file {path}: missing key(s) {missing}; it has "
+                             f"{sorted(z.files)}")
+      data = {k: z[k] for k in _KEYS}
+  except LabelFileError:
+    raise
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise LabelFileError(f"label file {path} is corrupt or not an .npz archive: {e}") from e
+  if str(data["format"]) != FORMAT:
+    raise LabelFileError(f"label file {path}: format {str(data['format'])!r}, expected {FORMAT!r}")
+  if int(data["format_version"]) != FORMAT_VERSION:
+    raise LabelFileError(f"label file {path}: format_version {int(data['format_version'])}, this "
+                         f"code reads version {FORMAT_VERSION}")
+  try:
+    params = json.loads(str(data["params_json"]))
+  except json.JSONDecodeError as e:
+    raise LabelFileError(f"label file {path}: params_json is not valid JSON: {e}") from e
+  arrays = {}
+  for k, dt in _ARRAYS.items():
+    if data[k].dtype != dt:
+      raise LabelFileError(f"label file {path}: `{k}` has dtype {data[k].dtype}, expected "
+                           f"{np.dtype(dt)}")
+    arrays[k] = data[k]
+  try:
+    table = PairTable(num_queries=int(data["num_queries"]), num_database=int(data["num_database"]),
+                      params=params, **arrays)
+  except ValueError as e:
+    raise LabelFileError(f"label file {path}: inconsistent arrays: {e}") from e
+  indptr = table.indptr
+  if len(indptr) and (indptr[0] != 0 or np.any(np.diff(indptr) < 0)):
+    raise LabelFileError(f"label file {path}: indptr must start at 0 and be non-decreasing")
+  if table.num_pairs and (table.db_idx.min() < 0 or table.db_idx.max() >= table.num_database):
+    raise LabelFileError(f"label file {path}: db_idx outside [0, {table.num_database})")
+  return table
+
+
+def _hash_table(h: "hashlib._Hash", table: ImageTable) -> None:
+  """Feeds the label-relevant columns of `table` (utm, heading, pano, keys) into `h`."""
+  heading = np.asarray(table.heading, np.float64).copy()
+  heading[np.isnan(heading)] = np.nan  # one NaN bit pattern.
+  for name, arr in (("utm", np.asarray(table.utm, np.float64)), ("heading", heading),
+                    ("pano", np.asarray(table.pano, bool))):
+    arr = np.ascontiguousarray(arr)
+    h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+    h.update(arr.tobytes())
+  h.update(f"keys:{len(table.keys)};".encode())
+  for k in table.keys:
+    b = str(k).encode("utf-8")
+    h.update(len(b).to_bytes(8, "little"))
+    h.update(b)
+
+
+def inputs_sha256(query: ImageTable, database: ImageTable) -> str:
+  """SHA-256 (hex) of the label-relevant inputs of a city: see the module docstring."""
+  h = hashlib.sha256()
+  for side, table in (("query", query), ("database", database)):
+    h.update(f"[{side}]".encode())
+    _hash_table(h, table)
+  return h.hexdigest()
+
+
+def _read_manifest(path: str) -> dict[str, Any] | None:
+  """The manifest at `path`, or None when it is missing or unreadable (then labels are redone)."""
+  try:
+    with open(path, "r", encoding="utf-8") as f:
+      manifest = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return manifest if isinstance(manifest, dict) else None
+
+
+def label_city_cached(query: ImageTable, database: ImageTable, out_dir: str, city: str,
+                      **params: Any) -> PairTable:
+  """`city_pair_table` with an on-disk cache keyed by the parameters and the input data.
+
+  Args:
+    query, database: the city's image tables.
+    out_dir: cache directory (created if needed).
+    city: city name; files are `<out_dir>/<city>_fov.npz` and `<out_dir>/<city>_fov.manifest.json`.
+    **params: keyword arguments of `city_pair_table` (radius_m, fov_deg, normalization,
+      cutoff_factor, pos_dist_m, neg_dist_m); unspecified ones take its defaults.
+
+  Returns:
+    The cached table when the manifest matches the current parameters and inputs, otherwise a
+    freshly computed one (which is then stored).
+
+  Raises:
+    TypeError: on an unknown parameter name.
+    ValueError: on an invalid city name or parameter value.
+  """
+  unknown = sorted(set(params) - set(_CITY_PARAMS))
+  if unknown:
+    raise TypeError(f"label_city_cached: unknown parameter(s) {unknown}; expected some of "
+                    f"{list(_CITY_PARAMS)}")
+  if not city or os.sep in city or (os.altsep and os.altsep in city) or city in (".", ".."):
+    raise ValueError(f"city must be a plain file-name component, got {city!r}")
+  npz_path = os.path.join(out_dir, f"{city}_fov.npz")
+  manifest_path = os.path.join(out_dir, f"{city}_fov.manifest.json")
+  digest = inputs_sha256(query, database)
+  sizes = {"num_queries": len(query), "num_database": len(database)}
+
+  # The params the table records (defaults filled in, validated), as they read back from JSON.
+  expected_params = json.loads(json.dumps(pair_table_params(**params), sort_keys=True))
+  manifest = _read_manifest(manifest_path)
+  if (manifest is not None and manifest.get("format") == MANIFEST_FORMAT
+      and manifest.get("format_version") == MANIFEST_VERSION and manifest.get("city") == city
+      and manifest.get("inputs_sha256") == digest and manifest.get("params") == expected_params
+      and all(manifest.get(k) == v for k, v in sizes.items())):
+    try:
+      table = load_pair_table(npz_path)
+    except (FileNotFoundError, LabelFileError):
+      table = None
+    if (table is not None and table.params == expected_params
+        and table.num_queries == sizes["num_queries"]
+        and table.num_database == sizes["num_database"]
+        and manifest.get("num_pairs") == table.num_pairs):
+      return table
+
+  table = city_pair_table(query, database, **params)
+  if os.path.exists(manifest_path):
+    os.remove(manifest_path)
+  save_pair_table(npz_path, table)
+  manifest = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "city": city,
+              "label_file": os.path.basename(npz_path), "params": table.params,
+              "inputs_sha256": digest, **sizes, "num_pairs": table.num_pairs}
+  text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+  _atomic_write(manifest_path, lambda f: f.write(text.encode("utf-8")))
+  return table
+
