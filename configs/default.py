@@ -1,0 +1,100 @@
+"""Every configuration key of gcl-jax, with its default and meaning.
+
+Other config files start from `get_config()` here and override what they need. Select a preset
+with `--config=configs/x.py:preset` and override single keys from the command line, e.g.
+`--config.loss.name=contrastive --config.loss.margin=0.7`. Configs are locked: a misspelt key
+fails with an error that names it.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameter init and the pair sampler; a run is a function of (config, seed).
+
+  # ---- data -----------------------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.format = "msls"  # On-disk layout of data.root: "msls" (train_val/<city>/{query,database}).
+  c.data.root = ""  # Dataset root (local path or gs://). Empty: use the synthetic world below.
+  # Synthetic world (MSLS layout) generated under <workdir>/data when data.root is empty.
+  # Keys are fields of gcl_jax.data.synthetic.WorldConfig; empty dict = its defaults.
+  c.data.synthetic = ml_collections.ConfigDict()
+  c.data.train_cities = ("trondheim", "london", "boston", "melbourne", "amsterdam", "helsinki",
+                         "tokyo", "toronto", "saopaulo", "moscow", "zurich", "paris", "bangkok",
+                         "budapest", "austin", "berlin", "ottawa", "phoenix", "goa", "amman",
+                         "nairobi", "manila")  # The 22 MSLS training cities.
+  c.data.val_cities = ("cph", "sf")  # Cities evaluated by the "val" evaluation.
+  c.data.image_size = (480, 640)  # (H, W) after resizing; aspect ratio is not kept (authors).
+  c.data.mean = (0.485, 0.456, 0.406)  # ImageNet normalisation, RGB in [0, 1].
+  c.data.std = (0.229, 0.224, 0.225)
+  c.data.shuffle_buffer = 0  # 0: pairs are already in random order per epoch (sampler).
+
+  # ---- graded labels ------------------------------------------------------------------------
+  c.labels = ml_collections.ConfigDict()
+  c.labels.kind = "fov"  # "fov": 2-D field-of-view overlap from UTM + compass heading.
+  c.labels.dir = ""  # Where label tables are cached; empty: <data.root>/labels.
+  c.labels.radius_m = 50.0  # Radius r of each camera's field-of-view sector (metres).
+  c.labels.fov_deg = 90.0  # Opening angle theta of the sector (degrees).
+  c.labels.normalization = "ratio"  # "ratio": |A and B| / |A|; "iou": |A and B| / |A or B|.
+  c.labels.cutoff_factor = 2.0  # psi = 0 beyond cutoff_factor * radius_m (2 = exact bound).
+  c.labels.pos_dist_m = 10.0  # Binary `sim` label: positive within this distance ...
+  c.labels.neg_dist_m = 25.0  # ... negative beyond this one, ambiguous in between (MSLS).
+
+  # ---- pair sampler (one pair per query per epoch) --------------------------------------------
+  c.sampler = ml_collections.ConfigDict()
+  # Probabilities of drawing a positive (psi >= pos_threshold), soft negative (0 < psi < pos),
+  # hard negative (psi == 0) database image for a query (authors: 0.5 / 0.25 / 0.25).
+  c.sampler.strata_probs = (0.5, 0.25, 0.25)
+  c.sampler.pos_threshold = 0.5
+  # What to do when the drawn stratum is empty: "drop" the query for this epoch (authors) or
+  # "redraw" among the non-empty strata.
+  c.sampler.empty_stratum = "drop"
+  c.sampler.chunk_size = 10000  # Queries per chunk of the random permutation (authors' cache).
+
+  # ---- model ---------------------------------------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = "resnet50"  # resnet18/34/50/101/152, resnext101_32x8d.
+  c.model.width = 64  # Channels of the stem; 64 is torchvision's. Smaller for CPU demos.
+  c.model.norm = "batch"  # "batch" (torchvision) or "group" (GroupNorm; small-batch training).
+  c.model.norm_groups = 32  # Groups of GroupNorm.
+  c.model.pool = "gem"  # "gem" (learnable p), "avg", "max".
+  c.model.gem_p = 3.0  # Initial GeM exponent.
+  c.model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (params stay float32).
+
+  # ---- loss ----------------------------------------------------------------------------------
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "gcl"  # "gcl" (graded psi) or "contrastive" (binary `sim` labels).
+  c.loss.margin = 0.5  # tau.
+
+  # ---- optimiser -------------------------------------------------------------------------------
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"  # "sgd", "adam" or "adamw".
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.momentum = 0.0  # SGD momentum (authors: none).
+  c.optimizer.weight_decay = 0.0  # adamw only.
+  c.optimizer.schedule = "step"  # "constant", "step" (x decay_factor every decay_steps), "cosine".
+  c.optimizer.decay_steps = 7825  # Authors: every 25 caches of 10,000 queries (313 steps each).
+  c.optimizer.decay_factor = 0.1
+  c.optimizer.warmup_steps = 0  # Linear warm-up (cosine schedule only).
+
+  # ---- training ------------------------------------------------------------------------------
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32  # Pairs per optimizer step, over all devices and hosts.
+  c.train.num_steps = 16276  # Authors: 52 caches x 10,000 queries / 32 pairs.
+  c.train.log_every_steps = 50  # Writes <workdir>/metrics.jsonl and a progress line.
+  c.train.checkpoint_every_steps = 1000  # Orbax checkpoint in <workdir>/checkpoints.
+  c.train.max_checkpoints_to_keep = 3
+
+  # ---- evaluation -------------------------------------------------------------------------------
+  c.eval = ml_collections.ConfigDict()
+  c.eval.protocol = "msls_per_city"  # Each city's queries searched in that city's database.
+  c.eval.radius_m = 25.0  # A database image within this distance of a query is a positive.
+  c.eval.ns = (1, 5, 10, 20)  # Recall@N reported.
+  c.eval.batch_size = 32  # Images per extraction step (padded; any value gives the same result).
+  c.eval.before_training = True  # Also evaluate the untrained (initial) model.
+  c.eval.thumbnail_baseline = True  # Also evaluate raw colour thumbnails (trivial baseline).
+  c.eval.thumbnail_size = (8, 12)
+  c.eval.num_vis_queries = 8  # Queries drawn in retrievals.png.
+  return c

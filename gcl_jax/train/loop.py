@@ -1,0 +1,295 @@
+"""train_and_evaluate: data -> labels -> (eval untrained) -> train -> eval. One entry per mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from gcl_jax.data import msls, pairs as pairs_lib, pipeline
+from gcl_jax.data.table import ImageTable
+from gcl_jax.evaluation import extract, baselines, protocols, visualize
+from gcl_jax.labels import io as labels_io
+from gcl_jax.train import checkpoint, sharding, state as state_lib, step as step_lib
+
+
+@dataclasses.dataclass
+class Data:
+  root: str
+  train: list[pairs_lib.CityPairs]
+  val: list[tuple[str, ImageTable, ImageTable]]
+
+
+def _is_chief() -> bool:
+  return jax.process_index() == 0
+
+
+def dataset_root(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """config.data.root, or the synthetic world generated (once) under <workdir>/data."""
+  if config.data.root:
+    return config.data.root
+  from gcl_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  root = os.path.join(os.path.abspath(workdir), "data", "synthetic_msls")
+  world = synthetic.WorldConfig(train_cities=tuple(config.data.train_cities),
+                                val_cities=tuple(config.data.val_cities),
+                                **config.data.synthetic.to_dict())
+  return synthetic.generate_world(root, world, progress=_is_chief())
+
+
+def label_params(config: ml_collections.ConfigDict) -> dict:
+  lab = config.labels
+  if lab.kind != "fov":
+    raise ValueError(f"config.labels.kind {lab.kind!r} is not supported; use 'fov'")
+  return dict(radius_m=lab.radius_m, fov_deg=lab.fov_deg, normalization=lab.normalization,
+              cutoff_factor=lab.cutoff_factor, pos_dist_m=lab.pos_dist_m, neg_dist_m=lab.neg_dist_m)
+
+
+def prepare_data(config: ml_collections.ConfigDict, workdir: str, *, train: bool = True) -> Data:
+  """Reads the training and validation cities and labels the training cities (cached)."""
+  root = dataset_root(config, workdir)
+  labels_dir = config.labels.dir or os.path.join(root, "labels")
+  train_cities = []
+  if train:
+    for city in config.data.train_cities:
+      query, database = msls.read_msls_city(root, city)
+      table = labels_io.label_city_cached(query, database, labels_dir, city, **label_params(config))
+      train_cities.append(pairs_lib.CityPairs(city, query, database, table))
+  val = [(city, *msls.read_msls_city(root, city)) for city in config.data.val_cities]
+  return Data(root, train_cities, val)
+
+
+def pair_stream(config: ml_collections.ConfigDict, cities: list[pairs_lib.CityPairs],
+                start_step: int):
+  """Yields this host's batches from global step `start_step` on, epoch after epoch.
+
+  Epoch e's pairs depend only on (seed, e), so restarting at any step reproduces the stream.
+  """
+  global_bs = config.train.batch_size
+  hosts, host = jax.process_count(), jax.process_index()
+  local_bs = global_bs // hosts
+  s = config.sampler
+  epoch, steps_done = 0, 0
+  while True:
+    ep = pairs_lib.sample_epoch(
+        cities, seed=config.seed, epoch=epoch, binary=config.loss.name == "contrastive",
+        strata_probs=tuple(s.strata_probs), pos_threshold=s.pos_threshold,
+        empty_stratum=s.empty_stratum, chunk_size=s.chunk_size)
+    n_steps = len(ep) // global_bs
+    if n_steps == 0:
+      raise ValueError(f"epoch {epoch} has {len(ep)} pairs, fewer than one batch of {global_bs}: "
+                       "add training cities or lower config.train.batch_size")
+    if steps_done + n_steps > start_step:
+      skip = max(0, start_step - steps_done)
+      idx = np.arange(n_steps * global_bs).reshape(n_steps, hosts, local_bs)[skip:, host].ravel()
+      p0, p1 = ep.paths(cities)
+      yield from pipeline.pair_batches(p0[idx], p1[idx], ep.label[idx], batch_size=local_bs,
+                                       image_size=config.data.image_size, mean=config.data.mean,
+                                       std=config.data.std)
+    steps_done += n_steps
+    epoch += 1
+
+
+def evaluate(config: ml_collections.ConfigDict, data: Data, describe) -> tuple[dict, dict]:
+  """Recall@N on the validation cities; `describe(paths, desc)` returns descriptors."""
+  cities = []
+  for name, query, database in data.val:
+    q_desc = describe(query.full_paths(), f"{name} queries")
+    db_desc = describe(database.full_paths(), f"{name} database")
+    cities.append(protocols.CityEval(query, database, q_desc, db_desc, name=name))
+  return protocols.evaluate_retrieval(cities, protocol=config.eval.protocol,
+                                      radius_m=config.eval.radius_m, ns=tuple(config.eval.ns))
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag checked after every step."""
+
+  def __init__(self):
+    self.requested = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. some notebooks)
+      pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the whole job in `workdir` (resuming from its latest checkpoint); returns results."""
+  os.makedirs(workdir, exist_ok=True)
+  t_start = time.time()
+  if _is_chief():
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
+  data = prepare_data(config, workdir)
+  logging.info("data ready in %.1f s: %d training cities, %d validation cities (root %s)",
+               time.time() - t_start, len(data.train), len(data.val), data.root)
+
+  model_def, state = state_lib.create_train_state(config, mesh)
+  tx = state_lib.make_optimizer(config)
+  logging.info("parameters:\n%s", state_lib.parameter_overview(state))
+  ckpt = checkpoint.Checkpointer(workdir, config.train.checkpoint_every_steps,
+                                 config.train.max_checkpoints_to_keep)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+  start_step = int(jax.device_get(state.step))
+
+  embed = step_lib.make_embed_step(model_def, mesh)
+
+  def describe_with(st):
+    return lambda paths, desc: extract.extract_descriptors(
+        embed, st.params, st.model_state, paths, config, mesh, desc=desc)
+
+  results_path = os.path.join(workdir, "results.json")
+  results = {}
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      results = json.load(f)
+  if config.eval.thumbnail_baseline and "thumbnail" not in results:
+    thumb = lambda paths, desc: baselines.thumbnail_descriptors(paths, tuple(config.eval.thumbnail_size))
+    results["thumbnail"], _ = evaluate(config, data, thumb)
+    _log_result("thumbnail", results["thumbnail"])
+  if config.eval.before_training and start_step == 0 and "untrained" not in results:
+    results["untrained"], _ = evaluate(config, data, describe_with(state))
+    _log_result("untrained", results["untrained"])
+  if _is_chief():
+    _write_json(results_path, results)
+
+  state = train(config, workdir, data, model_def, state, tx, mesh, ckpt)
+  if int(jax.device_get(state.step)) < config.train.num_steps:
+    logging.warning("stopped at step %d before num_steps (preempted); rerun to resume",
+                    int(state.step))
+    return results
+
+  trained, details = evaluate(config, data, describe_with(state))
+  trained["step"] = int(jax.device_get(state.step))
+  results["trained"] = trained
+  _log_result("trained", trained)
+  if _is_chief():
+    _write_json(results_path, results)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(visualize.results_markdown(results, ns=tuple(config.eval.ns)))
+    _draw(config, details, workdir)
+    visualize.plot_recall_curves(results, os.path.join(workdir, "recall_curves.png"))
+  logging.info("done in %.1f s; results in %s", time.time() - t_start, results_path)
+  return results
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Evaluates the latest checkpoint in `workdir` on the validation cities (mode=eval)."""
+  mesh = sharding.make_mesh()
+  data = prepare_data(config, workdir, train=False)
+  model_def, state = state_lib.create_train_state(config, mesh)
+  ckpt = checkpoint.Checkpointer(workdir, config.train.checkpoint_every_steps)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first (--mode=train)")
+  state = ckpt.restore(state)
+  embed = step_lib.make_embed_step(model_def, mesh)
+  result, details = evaluate(config, data, lambda paths, desc: extract.extract_descriptors(
+      embed, state.params, state.model_state, paths, config, mesh, desc=desc))
+  result["step"] = int(jax.device_get(state.step))
+  _log_result(f"checkpoint {result['step']}", result)
+  if _is_chief():
+    _write_json(os.path.join(workdir, f"eval_step{result['step']}.json"), result)
+    _draw(config, details, workdir)
+  return result
+
+
+def _draw(config, details: list, workdir: str) -> None:
+  city = details[0]
+  visualize.plot_retrievals(
+      city.query_paths(), city.database_paths(), city.ranked, city.positives,
+      os.path.join(workdir, "retrievals.png"), num_queries=config.eval.num_vis_queries, k=5,
+      seed=config.seed)
+
+
+def _log_result(name: str, result: dict) -> None:
+  recalls = " ".join(f"{k}={v:.1f}" for k, v in result.items() if k.startswith("recall@"))
+  logging.info("%s: %s (%s, %d queries, %d database images)", name, recalls,
+               result.get("protocol"), result.get("num_queries", -1), result.get("num_database", -1))
+
+
+def train(config, workdir, data: Data, model_def, state, tx, mesh, ckpt) -> state_lib.TrainState:
+  """The training loop proper: logs metrics.jsonl, checkpoints, stops on NaN or SIGTERM."""
+  start_step = int(jax.device_get(state.step))
+  num_steps = config.train.num_steps
+  if start_step >= num_steps:
+    return state
+  train_step = step_lib.make_train_step(model_def, config, tx, mesh)
+  schedule = state_lib.learning_rate_schedule(config.optimizer, num_steps)
+  preemption = _Preemption()
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  log_every = max(int(config.train.log_every_steps), 1)
+  stream = pair_stream(config, data.train, start_step)
+  t_last, wait_time, pending = time.time(), 0.0, []
+  step = start_step
+  try:
+    while step < num_steps:
+      t0 = time.time()
+      batch = sharding.global_batch(next(stream), mesh)
+      wait_time += time.time() - t0
+      state, metrics = train_step(state, batch)
+      step += 1
+      pending.append(metrics)
+      if step % log_every == 0 or step == num_steps:
+        _check_finite(pending, step, ckpt)
+        values = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
+        dt = time.time() - t_last
+        record = {"step": step, **values, "learning_rate": float(schedule(step - 1)),
+                  "pairs_per_s": len(pending) * config.train.batch_size / dt,
+                  "data_wait_s": wait_time}
+        gem_p = _gem_p(state)
+        if gem_p is not None:
+          record["gem_p"] = gem_p
+        eta = (num_steps - step) * dt / len(pending)
+        logging.info("step %d/%d loss %.4f lr %.2g %.1f pairs/s (data wait %.1f s) ETA %.0f s",
+                     step, num_steps, record["loss"], record["learning_rate"],
+                     record["pairs_per_s"], wait_time, eta)
+        if _is_chief():
+          with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        pending, wait_time, t_last = [], 0.0, time.time()
+      force = preemption.requested or step == num_steps
+      if force or ckpt.manager.should_save(step):
+        _check_finite(pending, step, ckpt)
+        ckpt.save(state, force=force)
+      if preemption.requested:
+        logging.warning("SIGTERM: checkpoint written at step %d, exiting", step)
+        break
+  finally:
+    ckpt.wait()
+  return state
+
+
+def _check_finite(pending: list[dict], step: int, ckpt) -> None:
+  losses = np.array([jax.device_get(m["loss"]) for m in pending])
+  if not np.all(np.isfinite(losses)):
+    bad = step - len(pending) + 1 + int(np.flatnonzero(~np.isfinite(losses))[0])
+    raise FloatingPointError(
+        f"loss is {losses[~np.isfinite(losses)][0]} at step {bad}: training stopped; the last good "
+        f"checkpoint in {ckpt.directory} is intact (lower config.optimizer.learning_rate?)")
+
+
+def _gem_p(state) -> float | None:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+    if any(getattr(k, "key", None) == "pool" for k in path):
+      return float(jax.device_get(leaf).reshape(-1)[0])
+  return None
