@@ -60,6 +60,9 @@ def read_csv(path: str, required: tuple[str, ...]) -> dict[str, list[str]]:
 def _floats(path: str, cols: dict[str, list[str]], name: str, allow_nan: bool = False) -> np.ndarray:
   out = np.empty(len(cols[name]), np.float64)
   for i, v in enumerate(cols[name]):
+    if allow_nan and not v:  # empty cell = missing value; the caller decides if that is allowed.
+      out[i] = math.nan
+      continue
     try:
       out[i] = float(v)
     except ValueError:

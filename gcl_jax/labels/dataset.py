@@ -1,0 +1,151 @@
+"""Labels a whole MSLS-layout dataset, city by city, and summarises the labels of each city.
+
+`label_dataset` reads each city with the MSLS reader, computes (or reuses, through
+`label_city_cached`) its sparse FoV PairTable, and returns one summary per city:
+
+    queries, database           number of images on each side
+    pairs                       number of listed pairs (camera centres within the search radius)
+    psi_zero                    pairs with psi == 0 (of ALL num_queries x num_database pairs)
+    psi_soft                    pairs with 0 < psi < 0.5 (training bins, GCL_REFERENCE.md 3.3)
+    psi_positive                pairs with psi >= 0.5
+    sim_positive, sim_ambiguous pairs with sim == 1 (<= pos_dist_m) and sim == -1 (in between)
+    query_panoramas, database_panoramas   images flagged as panoramas (never labelled: psi = 0)
+    label_file                  the cached .npz (None when out_dir is None)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from gcl_jax.data.msls import read_msls_city
+from gcl_jax.labels.fov2d import city_pair_table
+from gcl_jax.labels.io import label_city_cached
+from gcl_jax.labels.table import PairTable, SIM_AMBIGUOUS, SIM_POSITIVE
+
+
+def list_cities(root: str, split: str = "train_val") -> list[str]:
+  """Sorted names of the city folders under `<root>/<split>` that have a `query` folder.
+
+  Raises:
+    FileNotFoundError: if `<root>/<split>` is not a directory.
+  """
+  base = f"{root.rstrip('/')}/{split}"
+  if not tf.io.gfile.isdir(base):
+    raise FileNotFoundError(f"{base}: directory not found (dataset root {root!r}, split {split!r})")
+  names = [n.rstrip("/") for n in tf.io.gfile.listdir(base)]
+  return sorted(n for n in names if tf.io.gfile.isdir(f"{base}/{n}/query"))
+
+
+def summarize(table: PairTable, query_pano: np.ndarray | None = None,
+              database_pano: np.ndarray | None = None) -> dict[str, Any]:
+  """Counts of one city's labels (see the module docstring for the keys)."""
+  nonzero = table.psi > 0
+  soft = int(np.count_nonzero(nonzero & (table.psi < 0.5)))
+  pos = int(np.count_nonzero(table.psi >= 0.5))
+  out = {
+      "queries": table.num_queries, "database": table.num_database, "pairs": table.num_pairs,
+      "psi_zero": table.num_queries * table.num_database - soft - pos,
+      "psi_soft": soft, "psi_positive": pos,
+      "sim_positive": int(np.count_nonzero(table.sim == SIM_POSITIVE)),
+      "sim_ambiguous": int(np.count_nonzero(table.sim == SIM_AMBIGUOUS)),
+  }
+  if query_pano is not None:
+    out["query_panoramas"] = int(np.count_nonzero(query_pano))
+  if database_pano is not None:
+    out["database_panoramas"] = int(np.count_nonzero(database_pano))
+  return out
+
+
+def label_dataset(root: str, cities: Sequence[str] | str | None = None,
+                  out_dir: str | None = None, *, split: str = "train_val",
+                  radius_m: float = 50.0, fov_deg: float = 90.0, normalization: str = "ratio",
+                  cutoff_factor: float = 2.0, pos_dist_m: float = 10.0, neg_dist_m: float = 25.0,
+                  progress: bool = True) -> dict[str, dict[str, Any]]:
+  """Computes the FoV labels of every listed city of an MSLS-layout dataset.
+
+  Args:
+    root: dataset root (holds `<split>/<city>/{query,database}/...`).
+    cities: city names, a comma-separated string, or None / "all" for every city folder of the
+      split.
+    out_dir: label cache directory (`<out_dir>/<city>_fov.npz` + manifest, reused when the inputs
+      and parameters are unchanged); None computes the labels without writing anything.
+    split: "train_val" (or "test" for a layout that has the CSVs).
+    radius_m, fov_deg, normalization, cutoff_factor, pos_dist_m, neg_dist_m: labelling parameters
+      (see `city_pair_table`).
+    progress: show a tqdm progress bar over the cities.
+
+  Returns:
+    {city: summary} in the order the cities were given (see the module docstring), each summary
+    also holding "seconds" (wall time of the city) and "cached" (True when the label file was
+    reused).
+
+  Raises:
+    FileNotFoundError: if the split folder does not exist (cities=None).
+    gcl_jax.data.msls.DatasetError: on malformed CSVs (naming file and row).
+    ValueError: on an invalid parameter or an empty city list.
+  """
+  if cities is None or cities == "all":
+    names = list_cities(root, split)
+  elif isinstance(cities, str):
+    names = [c.strip() for c in cities.split(",") if c.strip()]
+  else:
+    names = [str(c) for c in cities]
+  if not names:
+    raise ValueError(f"no cities to label under {root!r} (split {split!r}, cities={cities!r})")
+  params = {"radius_m": radius_m, "fov_deg": fov_deg, "normalization": normalization,
+            "cutoff_factor": cutoff_factor, "pos_dist_m": pos_dist_m, "neg_dist_m": neg_dist_m}
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=len(names), desc="labelling cities", unit="city")
+  out = {}
+  try:
+    for city in names:
+      if bar is not None:
+        bar.set_postfix_str(city)
+      t0 = time.perf_counter()
+      query, database = read_msls_city(root, city, split)
+      label_file, cached = None, False
+      if out_dir is None:
+        table = city_pair_table(query, database, **params)
+      else:
+        label_file = os.path.join(out_dir, f"{city}_fov.npz")
+        before = os.path.getmtime(label_file) if os.path.exists(label_file) else None
+        table = label_city_cached(query, database, out_dir, city, **params)
+        cached = before is not None and os.path.getmtime(label_file) == before
+      out[city] = {**summarize(table, query.pano, database.pano), "label_file": label_file,
+                   "cached": cached, "seconds": round(time.perf_counter() - t0, 3)}
+      if bar is not None:
+        bar.update(1)
+  finally:
+    if bar is not None:
+      bar.close()
+  return out
+
+
+_COLUMNS = ("queries", "database", "pairs", "psi_zero", "psi_soft", "psi_positive", "sim_positive",
+            "sim_ambiguous", "query_panoramas", "database_panoramas")
+
+
+def format_summary(summary: dict[str, dict[str, Any]]) -> str:
+  """A fixed-width table of `label_dataset`'s result, one row per city plus a total row."""
+  heads = ("city", "queries", "database", "pairs", "psi=0", "0<psi<.5", "psi>=.5", "sim=1",
+           "ambig", "q_pano", "db_pano")
+  widths = [max(12, *(len(c) for c in summary))] + [max(len(h), 11) for h in heads[1:]]
+  lines = [" ".join(h.rjust(w) for h, w in zip(heads, widths))]
+  total = {k: 0 for k in _COLUMNS}
+  for city, s in summary.items():
+    lines.append(" ".join([city.rjust(widths[0])] + [str(s.get(k, "")).rjust(w) for k, w in
+                                                    zip(_COLUMNS, widths[1:])]))
+    for k in _COLUMNS:
+      total[k] += int(s.get(k, 0))
+  if len(summary) > 1:
+    lines.append(" ".join(["TOTAL".rjust(widths[0])] + [str(total[k]).rjust(w) for k, w in
+                                                       zip(_COLUMNS, widths[1:])]))
+  return "\n".join(lines)
