@@ -83,6 +83,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32  # Pairs per optimizer step, over all devices and hosts.
   c.train.num_steps = 16276  # Authors: 52 caches x 10,000 queries / 32 pairs.
+  # Split each batch into this many micro-batches whose gradients are averaged before one update
+  # (same update as the full batch, except BatchNorm sees micro-batch statistics; saves memory).
+  c.train.grad_accum_steps = 1
   c.train.log_every_steps = 50  # Writes <workdir>/metrics.jsonl and a progress line.
   c.train.checkpoint_every_steps = 1000  # Orbax checkpoint in <workdir>/checkpoints.
   c.train.max_checkpoints_to_keep = 3
@@ -94,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.ns = (1, 5, 10, 20)  # Recall@N reported.
   c.eval.batch_size = 32  # Images per extraction step (padded; any value gives the same result).
   c.eval.before_training = True  # Also evaluate the untrained (initial) model.
+  c.eval.after_training = True  # Evaluate the final model (results.json, pictures).
   c.eval.thumbnail_baseline = True  # Also evaluate raw colour thumbnails (trivial baseline).
   c.eval.thumbnail_size = (8, 12)
   c.eval.num_vis_queries = 8  # Queries drawn in retrievals.png.

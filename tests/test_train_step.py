@@ -92,3 +92,21 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
   _, target = state_lib.create_train_state(other, mesh)
   with pytest.raises(ValueError, match="does not match"):
     checkpoint.Checkpointer(str(tmp_path), every_steps=1).restore(target)
+
+
+def test_gradient_accumulation_matches_full_batch():
+  """1 device, 8 devices, and 8 devices accumulating 4 micro-batches: same parameters."""
+  config = tiny_config("group")
+  config.train.batch_size = 32
+  data = [{k: np.concatenate([v] * 4) for k, v in b.items()} for b in batches(2, size=(16, 24))]
+  losses1, state1 = run(config, 1, data)
+  losses8, state8 = run(config, 8, data)
+  config.train.grad_accum_steps = 4
+  losses_acc, state_acc = run(config, 8, data)
+  for losses, state in ((losses8, state8), (losses_acc, state_acc)):
+    np.testing.assert_allclose(losses, losses1, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 state.params, state1.params)
+  config.train.grad_accum_steps = 3
+  with pytest.raises(ValueError, match="grad_accum_steps"):
+    run(config, 8, data)

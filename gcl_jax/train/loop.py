@@ -11,6 +11,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from gcl_jax.data import msls, pairs as pairs_lib, pipeline
@@ -107,6 +108,42 @@ def evaluate(config: ml_collections.ConfigDict, data: Data, describe) -> tuple[d
                                       radius_m=config.eval.radius_m, ns=tuple(config.eval.ns))
 
 
+# Config keys that determine the structure of the checkpointed state: a checkpoint written under
+# other values cannot be restored. Everything else may change between restarts (and is logged).
+STRUCTURAL_KEYS = ("model", "optimizer.name", "optimizer.momentum")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_compatible_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to resume a workdir whose checkpoints were written under an incompatible config."""
+  path = os.path.join(workdir, "config.json")
+  if not (os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints"))
+          and os.listdir(os.path.join(workdir, "checkpoints"))):
+    return
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  changed = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k)}
+  structural = {k: v for k, v in changed.items()
+                if any(k == s or k.startswith(s + ".") for s in STRUCTURAL_KEYS)}
+  if structural:
+    lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in structural.items())
+    raise ValueError(f"{workdir} holds checkpoints of an incompatible config; use another "
+                     f"--workdir or the same values:\n{lines}")
+  for k, (a, b) in changed.items():
+    logging.warning("resuming with %s changed: %r -> %r", k, a, b)
+
+
 def _write_json(path: str, obj) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -133,6 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the whole job in `workdir` (resuming from its latest checkpoint); returns results."""
   os.makedirs(workdir, exist_ok=True)
   t_start = time.time()
+  check_compatible_config(config, workdir)
   if _is_chief():
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=1))
@@ -179,6 +217,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     int(state.step))
     return results
 
+  if not config.eval.after_training:
+    return results
   trained, details = evaluate(config, data, describe_with(state))
   trained["step"] = int(jax.device_get(state.step))
   results["trained"] = trained
@@ -236,6 +276,7 @@ def train(config, workdir, data: Data, model_def, state, tx, mesh, ckpt) -> stat
   train_step = step_lib.make_train_step(model_def, config, tx, mesh)
   schedule = state_lib.learning_rate_schedule(config.optimizer, num_steps)
   preemption = _Preemption()
+  tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if _is_chief() else None
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   log_every = max(int(config.train.log_every_steps), 1)
   stream = pair_stream(config, data.train, start_step)
@@ -266,6 +307,10 @@ def train(config, workdir, data: Data, model_def, state, tx, mesh, ckpt) -> stat
         if _is_chief():
           with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+          with tb.as_default(step=step):
+            for k, v in record.items():
+              if k != "step":
+                tf.summary.scalar(k, v)
         pending, wait_time, t_last = [], 0.0, time.time()
       force = preemption.requested or step == num_steps
       if force or ckpt.manager.should_save(step):
@@ -276,6 +321,8 @@ def train(config, workdir, data: Data, model_def, state, tx, mesh, ckpt) -> stat
         break
   finally:
     ckpt.wait()
+    if tb is not None:
+      tb.close()
   return state
 
 

@@ -35,9 +35,35 @@ def make_train_step(model_def: ModelDef, config: ml_collections.ConfigDict,
     new_model_state = nnx.as_pure(nnx.state(model, nnx.Not(nnx.Param)))
     return jnp.mean(per_pair), (per_pair, new_model_state)
 
+  accum = int(config.train.grad_accum_steps)
+  n_dev = mesh.devices.size
+  if accum < 1 or config.train.batch_size % (accum * n_dev):
+    raise ValueError(f"config.train.batch_size = {config.train.batch_size} must be a multiple of "
+                     f"config.train.grad_accum_steps ({accum}) x devices ({n_dev})")
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def micro_batches(x):
+    # (B, ...) sharded over devices -> (accum, B / accum, ...), each micro-batch taking an equal
+    # slice of every device's shard so no data moves between devices.
+    m = x.shape[0] // (n_dev * accum)
+    x = x.reshape(n_dev, accum, m, *x.shape[1:]).swapaxes(0, 1)
+    return x.reshape(accum, n_dev * m, *x.shape[3:])
+
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    (loss, (per_pair, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.model_state, batch)
+    if accum == 1:
+      (loss, (per_pair, model_state)), grads = grad_fn(state.params, state.model_state, batch)
+    else:
+      # Gradient accumulation: mean of the micro-batch gradients == gradient of the batch mean.
+      def body(carry, micro):
+        grads_sum, model_state = carry
+        (loss, (per_pair, model_state)), grads = grad_fn(state.params, model_state, micro)
+        return (jax.tree.map(jnp.add, grads_sum, grads), model_state), (loss, per_pair)
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, model_state), (losses_, per_pair) = jax.lax.scan(
+          body, (zeros, state.model_state), jax.tree.map(micro_batches, batch))
+      grads = jax.tree.map(lambda g: g / accum, grads)
+      loss = jnp.mean(losses_)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
