@@ -16,7 +16,8 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py[:preset].",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results (label mode: "
+                    "where the picture goes, default the current directory).")
 flags.DEFINE_enum("mode", "train", ["train", "label", "eval"],
                   "train: train and evaluate (resumes from workdir); label: compute graded "
                   "labels of the training cities; eval: evaluate the latest checkpoint.")
@@ -38,7 +39,7 @@ def main(argv):
   sharding.maybe_initialize_distributed()
   config = FLAGS.config
   if FLAGS.mode == "label":
-    loop.prepare_data(config, FLAGS.workdir or ".")
+    loop.label(config, FLAGS.workdir or ".")
     return
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required for --mode=train and --mode=eval")

@@ -66,6 +66,26 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str, *, train: bool
   return Data(root, train_cities, val)
 
 
+def label(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """mode=label: labels every training city, prints a summary, draws one query's labels."""
+  from gcl_jax.labels import dataset as label_dataset_lib, plot  # pylint: disable=g-import-not-at-top
+  root = dataset_root(config, workdir)
+  labels_dir = config.labels.dir or os.path.join(root, "labels")
+  summary = label_dataset_lib.label_dataset(root, list(config.data.train_cities), labels_dir,
+                                            progress=_is_chief(), **label_params(config))
+  print(label_dataset_lib.format_summary(summary))
+  city = config.data.train_cities[0]
+  query, database = msls.read_msls_city(root, city)
+  table = labels_io.load_pair_table(summary[city]["label_file"])
+  q = int(np.argmax(np.diff(table.indptr)))  # the query with the most labelled pairs
+  out_png = os.path.join(workdir, f"labels_{city}_query{q}.png")
+  os.makedirs(workdir, exist_ok=True)
+  plot.plot_query_labels(query, database, table, q, out_png, radius_m=config.labels.radius_m,
+                         fov_deg=config.labels.fov_deg)
+  logging.info("labels in %s; picture of query %d of %s in %s", labels_dir, q, city, out_png)
+  return summary
+
+
 def pair_stream(config: ml_collections.ConfigDict, cities: list[pairs_lib.CityPairs],
                 start_step: int):
   """Yields this host's batches from global step `start_step` on, epoch after epoch.
