@@ -16,7 +16,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ---- data -----------------------------------------------------------------------------
   c.data = ml_collections.ConfigDict()
-  c.data.format = "msls"  # On-disk layout of data.root: "msls" (train_val/<city>/{query,database}).
+  # On-disk layout of data.root: "msls" (train_val/<city>/{query,database}, training and
+  # evaluation) or "at_format" (images/<split>/{database,queries}/@east@north@...@.jpg, evaluation).
+  c.data.format = "msls"
   c.data.root = ""  # Dataset root (local path or gs://). Empty: use the synthetic world below.
   # Synthetic world (MSLS layout) generated under <workdir>/data when data.root is empty.
   # Keys are fields of gcl_jax.data.synthetic.WorldConfig; empty dict = its defaults.
@@ -25,7 +27,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                          "tokyo", "toronto", "saopaulo", "moscow", "zurich", "paris", "bangkok",
                          "budapest", "austin", "berlin", "ottawa", "phoenix", "goa", "amman",
                          "nairobi", "manila")  # The 22 MSLS training cities.
-  c.data.val_cities = ("cph", "sf")  # Cities evaluated by the "val" evaluation.
+  c.data.val_cities = ("cph", "sf")  # Cities evaluated (MSLS format).
+  # Split evaluated: MSLS "train_val" (val cities live there) or "test"; @-format "val"/"test".
+  c.data.eval_split = "train_val"
   c.data.image_size = (480, 640)  # (H, W) after resizing; aspect ratio is not kept (authors).
   c.data.mean = (0.485, 0.456, 0.406)  # ImageNet normalisation, RGB in [0, 1].
   c.data.std = (0.229, 0.224, 0.225)
@@ -92,7 +96,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ---- evaluation -------------------------------------------------------------------------------
   c.eval = ml_collections.ConfigDict()
-  c.eval.protocol = "msls_per_city"  # Each city's queries searched in that city's database.
+  # msls_per_city: each city's queries searched in that city's database (authors);
+  # msls_official: MSLS rules, one search over all cities' databases (peers);
+  # msls_test: MSLS rules on the test cities (needs their published ground truth);
+  # at_format: @-format datasets, every query in the denominator;
+  # gt_h5: positives from the `sim` matrix of an authors' *_gt.h5 file (eval.gt_h5).
+  c.eval.protocol = "msls_per_city"
   c.eval.radius_m = 25.0  # A database image within this distance of a query is a positive.
   c.eval.ns = (1, 5, 10, 20)  # Recall@N reported.
   c.eval.batch_size = 32  # Images per extraction step (padded; any value gives the same result).
@@ -101,4 +110,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.thumbnail_baseline = True  # Also evaluate raw colour thumbnails (trivial baseline).
   c.eval.thumbnail_size = (8, 12)
   c.eval.num_vis_queries = 8  # Queries drawn in retrievals.png.
+  c.eval.gt_h5 = ""  # Ground-truth file of the gt_h5 protocol.
+  c.eval.pca_dim = 0  # PCA-whitening to this many dimensions before search; 0 = off.
+  # Fit set of the whitening: "train" (descriptors of up to pca_num_fit training-database images)
+  # or "eval_database" (the evaluation database itself: the authors' transductive choice).
+  c.eval.pca_fit = "train"
+  c.eval.pca_num_fit = 10000
+  c.eval.cache_descriptors = True  # Reuse descriptors in <workdir>/descriptors (keyed by step,
+  # model config, image size and image list).
   return c

@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from gcl_jax.data import msls, pairs as pairs_lib, pipeline
+from gcl_jax.data import at_format, msls, pairs as pairs_lib, pipeline
 from gcl_jax.data.table import ImageTable
-from gcl_jax.evaluation import extract, baselines, protocols, visualize
+from gcl_jax.evaluation import baselines, cache, extract, pca, protocols, report, visualize
 from gcl_jax.labels import io as labels_io
 from gcl_jax.train import checkpoint, sharding, state as state_lib, step as step_lib
 
@@ -24,8 +24,9 @@ from gcl_jax.train import checkpoint, sharding, state as state_lib, step as step
 @dataclasses.dataclass
 class Data:
   root: str
-  train: list[pairs_lib.CityPairs]
-  val: list[tuple[str, ImageTable, ImageTable]]
+  train: list[pairs_lib.CityPairs]  # labelled training cities (empty when not training)
+  val: list[tuple[str, ImageTable, ImageTable]]  # (name, query, database) evaluated
+  fit: list[ImageTable]  # training databases: the default PCA-whitening fit set
 
 
 def _is_chief() -> bool:
@@ -53,17 +54,31 @@ def label_params(config: ml_collections.ConfigDict) -> dict:
 
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str, *, train: bool = True) -> Data:
-  """Reads the training and validation cities and labels the training cities (cached)."""
+  """Reads the training and evaluation sets; labels the training cities (cached) if `train`."""
   root = dataset_root(config, workdir)
+  if config.data.format == "at_format":
+    if train:
+      raise ValueError("training reads MSLS-layout data (config.data.format='msls'); @-format "
+                       "datasets are for evaluation (--mode=eval)")
+    split = config.data.eval_split
+    return Data(root, [], [(split, at_format.read_at_format(root, split, "queries"),
+                            at_format.read_at_format(root, split, "database"))], [])
+  if config.data.format != "msls":
+    raise ValueError(f"unknown config.data.format {config.data.format!r}; "
+                     "choose 'msls' or 'at_format'")
   labels_dir = config.labels.dir or os.path.join(root, "labels")
-  train_cities = []
-  if train:
-    for city in config.data.train_cities:
-      query, database = msls.read_msls_city(root, city)
+  train_cities, fit = [], []
+  for city in config.data.train_cities:
+    if not (train or config.eval.pca_dim and config.eval.pca_fit == "train"):
+      break
+    query, database = msls.read_msls_city(root, city)
+    fit.append(database)
+    if train:
       table = labels_io.label_city_cached(query, database, labels_dir, city, **label_params(config))
       train_cities.append(pairs_lib.CityPairs(city, query, database, table))
-  val = [(city, *msls.read_msls_city(root, city)) for city in config.data.val_cities]
-  return Data(root, train_cities, val)
+  split = config.data.eval_split
+  val = [(city, *msls.read_msls_city(root, city, split)) for city in config.data.val_cities]
+  return Data(root, train_cities, val, fit)
 
 
 def label(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -117,15 +132,91 @@ def pair_stream(config: ml_collections.ConfigDict, cities: list[pairs_lib.CityPa
     epoch += 1
 
 
-def evaluate(config: ml_collections.ConfigDict, data: Data, describe) -> tuple[dict, dict]:
-  """Recall@N on the validation cities; `describe(paths, desc)` returns descriptors."""
-  cities = []
-  for name, query, database in data.val:
-    q_desc = describe(query.full_paths(), f"{name} queries")
-    db_desc = describe(database.full_paths(), f"{name} database")
-    cities.append(protocols.CityEval(query, database, q_desc, db_desc, name=name))
-  return protocols.evaluate_retrieval(cities, protocol=config.eval.protocol,
-                                      radius_m=config.eval.radius_m, ns=tuple(config.eval.ns))
+def _subset(table: ImageTable, idx: np.ndarray) -> ImageTable:
+  fields = {f.name: getattr(table, f.name) for f in dataclasses.fields(table)}
+  for name, value in fields.items():
+    if isinstance(value, np.ndarray):
+      fields[name] = value[idx]
+  return ImageTable(**fields)
+
+
+def evaluate(config: ml_collections.ConfigDict, data: Data, describe) -> tuple[dict, list]:
+  """Scores the evaluation sets under config.eval.protocol.
+
+  Args:
+    describe: describe(table, what) -> (N, D) descriptors of the table's images.
+
+  Returns:
+    (result dict, per-city details) of gcl_jax.evaluation.protocols.evaluate_retrieval.
+  """
+  e = config.eval
+  cities = [protocols.CityEval(query, database, describe(query, f"{name} queries"),
+                               describe(database, f"{name} database"), name=name)
+            for name, query, database in data.val]
+  kwargs = {}
+  if e.protocol == "gt_h5":
+    if not e.gt_h5:
+      raise ValueError("config.eval.protocol='gt_h5' needs config.eval.gt_h5=<path to *_gt.h5>")
+    kwargs["sim"] = protocols.load_sim_h5(e.gt_h5)
+  whitening = None
+  if e.pca_dim:
+    if e.pca_fit == "eval_database":
+      fit = np.concatenate([c.db_desc for c in cities])
+    elif e.pca_fit == "train":
+      if not data.fit:
+        raise ValueError("config.eval.pca_fit='train' needs training cities "
+                         "(config.data.train_cities); or use pca_fit='eval_database'")
+      rng = np.random.default_rng(config.seed)
+      fit = []
+      for table in data.fit:
+        n = min(len(table), -(-e.pca_num_fit // len(data.fit)))
+        idx = np.sort(rng.choice(len(table), n, replace=False))
+        fit.append(describe(_subset(table, idx), f"{table.name} (PCA fit)"))
+      fit = np.concatenate(fit)
+    else:
+      raise ValueError(f"config.eval.pca_fit must be 'train' or 'eval_database', got {e.pca_fit!r}")
+    whitening = pca.learn_pca_whitening(fit, fit_set=e.pca_fit)
+    cities = pca.whiten_cities(cities, whitening, e.pca_dim)
+  result, details = protocols.evaluate_retrieval(cities, protocol=e.protocol, radius_m=e.radius_m,
+                                                 ns=tuple(e.ns), **kwargs)
+  if whitening is not None:
+    result.update(whitening.describe(e.pca_dim))
+  return result, details
+
+
+def _describer(config, mesh, embed, state, workdir: str, checkpoint_dir: str | None):
+  """describe(table, what) of a model state, through the on-disk descriptor cache."""
+  step = int(jax.device_get(state.step))
+  descriptor_cache = cache.DescriptorCache(os.path.join(workdir, "descriptors"))
+
+  def describe(table: ImageTable, what: str) -> np.ndarray:
+    def compute():
+      return extract.extract_descriptors(embed, state.params, state.model_state,
+                                         table.full_paths(), config, mesh, desc=what)
+    if not config.eval.cache_descriptors:
+      return compute()
+    args = dict(checkpoint=checkpoint_dir, step=step, model_config=config.model,
+                image_size=tuple(config.data.image_size), tables=[table],
+                extra={"mean": tuple(config.data.mean), "std": tuple(config.data.std),
+                       # what led to the parameters of this step
+                       "seed": config.seed, "optimizer": config.optimizer, "loss": config.loss,
+                       "sampler": config.sampler, "labels": config.labels,
+                       "train_cities": tuple(config.data.train_cities),
+                       "batch_size": config.train.batch_size,
+                       "grad_accum_steps": config.train.grad_accum_steps})
+    desc, _ = descriptor_cache.get_or_compute(cache.cache_key(**args), compute,
+                                              cache.cache_fields(**args), expected_rows=len(table))
+    return desc
+
+  return describe
+
+
+def _write_reports(config, name: str, result: dict, details: list, workdir: str) -> None:
+  """Per-query CSV and MSLS-style prediction file of one evaluated model."""
+  del result
+  report.write_per_query_csv(os.path.join(workdir, f"{name}_per_query.csv"), details)
+  report.write_predictions(os.path.join(workdir, f"{name}_predictions.txt"), details,
+                           k=max(config.eval.ns))
 
 
 # Config keys that determine the structure of the checkpointed state: a checkpoint written under
@@ -211,10 +302,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = int(jax.device_get(state.step))
 
   embed = step_lib.make_embed_step(model_def, mesh)
-
-  def describe_with(st):
-    return lambda paths, desc: extract.extract_descriptors(
-        embed, st.params, st.model_state, paths, config, mesh, desc=desc)
+  describe_with = lambda st: _describer(config, mesh, embed, st, workdir, ckpt.directory)
 
   results_path = os.path.join(workdir, "results.json")
   results = {}
@@ -222,7 +310,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(results_path) as f:
       results = json.load(f)
   if config.eval.thumbnail_baseline and "thumbnail" not in results:
-    thumb = lambda paths, desc: baselines.thumbnail_descriptors(paths, tuple(config.eval.thumbnail_size))
+    size = tuple(config.eval.thumbnail_size)
+    thumb = lambda table, what: baselines.thumbnail_descriptors(table.full_paths(), size)
     results["thumbnail"], _ = evaluate(config, data, thumb)
     _log_result("thumbnail", results["thumbnail"])
   if config.eval.before_training and start_step == 0 and "untrained" not in results:
@@ -248,6 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(os.path.join(workdir, "results.md"), "w") as f:
       f.write(visualize.results_markdown(results, ns=tuple(config.eval.ns)))
     _draw(config, details, workdir)
+    _write_reports(config, "trained", trained, details, workdir)
     visualize.plot_recall_curves(results, os.path.join(workdir, "recall_curves.png"))
   logging.info("done in %.1f s; results in %s", time.time() - t_start, results_path)
   return results
@@ -263,12 +353,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first (--mode=train)")
   state = ckpt.restore(state)
   embed = step_lib.make_embed_step(model_def, mesh)
-  result, details = evaluate(config, data, lambda paths, desc: extract.extract_descriptors(
-      embed, state.params, state.model_state, paths, config, mesh, desc=desc))
+  result, details = evaluate(config, data,
+                             _describer(config, mesh, embed, state, workdir, ckpt.directory))
   result["step"] = int(jax.device_get(state.step))
   _log_result(f"checkpoint {result['step']}", result)
   if _is_chief():
-    _write_json(os.path.join(workdir, f"eval_step{result['step']}.json"), result)
+    name = f"eval_step{result['step']}_{config.eval.protocol}"
+    _write_json(os.path.join(workdir, f"{name}.json"), result)
+    _write_reports(config, name, result, details, workdir)
     _draw(config, details, workdir)
   return result
 
