@@ -59,12 +59,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ---- model ---------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
-  c.model.arch = "resnet50"  # resnet18/34/50/101/152, resnext101_32x8d.
+  c.model.arch = "resnet50"  # resnet18/34/50/101/152, resnext101_32x8d, vgg16.
   c.model.width = 64  # Channels of the stem; 64 is torchvision's. Smaller for CPU demos.
   c.model.norm = "batch"  # "batch" (torchvision) or "group" (GroupNorm; small-batch training).
   c.model.norm_groups = 32  # Groups of GroupNorm.
-  c.model.pool = "gem"  # "gem" (learnable p), "avg", "max".
+  c.model.pool = "gem"  # "gem" (learnable p), "avg", "max", "netvlad".
   c.model.gem_p = 3.0  # Initial GeM exponent.
+  c.model.netvlad_clusters = 64  # NetVLAD clusters K (descriptor K x C before whitening); they
+  # are initialised by k-means of local features of 500 training images.
+  c.model.whitening_dim = 0  # > 0: a learned linear layer D -> d before the final L2.
+  c.model.vgg_end = "pool5"  # "pool5" (authors: 31 children) or "conv5_3" (NetVLAD encoder).
+  # Authors' --last_layer: train only the last N children of the backbone (ResNet: 1 = layer4;
+  # VGG-16 counts 8 children per block, keeping their off-by-one); None trains everything.
+  c.model.last_layer = ml_collections.config_dict.placeholder(int)
+  # BatchNorm during training: "train" (authors: batch statistics, running statistics updated,
+  # frozen layers included), "frozen" (running statistics everywhere; recommended for
+  # fine-tuning pretrained weights), "frozen_layers" (running statistics in frozen children).
+  c.model.bn_mode = "train"
+  # Weights to start from: a PyTorch .pth (torchvision ImageNet or the authors' GCL checkpoints;
+  # needs torch), .safetensors or .npz state dict, or a directory written by
+  # `python -m gcl_jax.models.weights`. Empty: random initialisation.
+  c.model.init_checkpoint = ""
   c.model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (params stay float32).
 
   # ---- loss ----------------------------------------------------------------------------------

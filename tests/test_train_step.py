@@ -27,8 +27,8 @@ def batches(n=3, size=(32, 48)):
 
 def run(config, num_devices, data):
   mesh = sharding.make_mesh(num_devices)
-  model_def, state = state_lib.create_train_state(config, mesh)
-  step = step_lib.make_train_step(model_def, config, state_lib.make_optimizer(config), mesh)
+  model_def, state, tx = state_lib.create_train_state(config, mesh)
+  step = step_lib.make_train_step(model_def, config, tx, mesh)
   losses = []
   for b in data:
     state, metrics = step(state, sharding.global_batch(b, mesh))
@@ -61,15 +61,15 @@ def test_batch_must_divide_devices():
 def test_checkpoint_round_trip(tmp_path):
   config = tiny_config("batch", optimizer="adam")
   mesh = sharding.make_mesh(8)
-  model_def, state = state_lib.create_train_state(config, mesh)
-  step = step_lib.make_train_step(model_def, config, state_lib.make_optimizer(config), mesh)
+  model_def, state, tx = state_lib.create_train_state(config, mesh)
+  step = step_lib.make_train_step(model_def, config, tx, mesh)
   for b in batches(2):
     state, _ = step(state, sharding.global_batch(b, mesh))
   ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1)
   ckpt.save(state, force=True)
   ckpt.wait()
   assert ckpt.latest_step() == 2
-  _, fresh = state_lib.create_train_state(config, mesh)
+  _, fresh, _ = state_lib.create_train_state(config, mesh)
   restored = checkpoint.Checkpointer(str(tmp_path), every_steps=1).restore(fresh)
   assert int(restored.step) == 2
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
@@ -83,13 +83,13 @@ def test_checkpoint_round_trip(tmp_path):
 def test_checkpoint_of_another_model_is_refused(tmp_path):
   config = tiny_config("group")
   mesh = sharding.make_mesh(1)
-  _, state = state_lib.create_train_state(config, mesh)
+  _, state, _ = state_lib.create_train_state(config, mesh)
   ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1)
   ckpt.save(state, force=True)
   ckpt.wait()
   other = tiny_config("group")
   other.model.width = 16
-  _, target = state_lib.create_train_state(other, mesh)
+  _, target, _ = state_lib.create_train_state(other, mesh)
   with pytest.raises(ValueError, match="does not match"):
     checkpoint.Checkpointer(str(tmp_path), every_steps=1).restore(target)
 

@@ -211,6 +211,22 @@ def _describer(config, mesh, embed, state, workdir: str, checkpoint_dir: str | N
   return describe
 
 
+def _initial_model(config: ml_collections.ConfigDict, data: Data):
+  """The model to start from; NetVLAD without imported weights is initialised by k-means of
+  local features of (up to) 500 training database images."""
+  model = state_lib.build_initial_model(config)
+  if config.model.pool != "netvlad" or config.model.init_checkpoint or not data.train:
+    return model
+  rng = np.random.default_rng(config.seed)
+  paths = np.concatenate([c.database.full_paths() for c in data.train])
+  paths = paths[np.sort(rng.choice(len(paths), min(500, len(paths)), replace=False))]
+  model.eval()
+  model.init_netvlad(b["image"][b["mask"]] for b in pipeline.image_batches(
+      list(paths), batch_size=config.eval.batch_size, image_size=config.data.image_size,
+      mean=config.data.mean, std=config.data.std))
+  return model
+
+
 def _write_reports(config, name: str, result: dict, details: list, workdir: str) -> None:
   """Per-query CSV and MSLS-style prediction file of one evaluated model."""
   del result
@@ -291,12 +307,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("data ready in %.1f s: %d training cities, %d validation cities (root %s)",
                time.time() - t_start, len(data.train), len(data.val), data.root)
 
-  model_def, state = state_lib.create_train_state(config, mesh)
-  tx = state_lib.make_optimizer(config)
-  logging.info("parameters:\n%s", state_lib.parameter_overview(state))
   ckpt = checkpoint.Checkpointer(workdir, config.train.checkpoint_every_steps,
                                  config.train.max_checkpoints_to_keep)
-  if ckpt.latest_step() is not None:
+  resuming = ckpt.latest_step() is not None
+  model_def, state, tx = state_lib.create_train_state(
+      config, mesh, None if resuming else _initial_model(config, data))
+  logging.info("parameters:\n%s", state_lib.parameter_overview(model_def, state))
+  if resuming:
     state = ckpt.restore(state)
     logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
   start_step = int(jax.device_get(state.step))
@@ -347,7 +364,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """Evaluates the latest checkpoint in `workdir` on the validation cities (mode=eval)."""
   mesh = sharding.make_mesh()
   data = prepare_data(config, workdir, train=False)
-  model_def, state = state_lib.create_train_state(config, mesh)
+  model_def, state, _ = state_lib.create_train_state(config, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.train.checkpoint_every_steps)
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first (--mode=train)")

@@ -11,7 +11,7 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
-from gcl_jax.models import build_model
+from gcl_jax.models import build_model, freeze, summary, weights
 from gcl_jax.train import sharding
 
 
@@ -27,6 +27,7 @@ class ModelDef:
   """Static halves of the model: graph definitions for training and evaluation mode."""
   train_graphdef: Any
   eval_graphdef: Any
+  trainable: Any = None  # pytree of bools over params (None: everything trains)
 
   def merge(self, state: TrainState, train: bool) -> nnx.Module:
     return nnx.merge(self.train_graphdef if train else self.eval_graphdef, state.params,
@@ -47,40 +48,53 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, num_steps: int) -> op
                    "choose 'constant', 'step' or 'cosine'")
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict,
+                   trainable: Any = None) -> optax.GradientTransformation:
+  """The configured optimizer; parameters where the `trainable` mask is False get no update."""
   opt = config.optimizer
   lr = learning_rate_schedule(opt, config.train.num_steps)
   if opt.name == "sgd":
-    return optax.sgd(lr, momentum=opt.momentum or None)
-  if opt.name == "adam":
-    return optax.adam(lr)
-  if opt.name == "adamw":
-    return optax.adamw(lr, weight_decay=opt.weight_decay)
-  raise ValueError(f"unknown config.optimizer.name {opt.name!r}; choose 'sgd', 'adam', 'adamw'")
+    tx = optax.sgd(lr, momentum=opt.momentum or None)
+  elif opt.name == "adam":
+    tx = optax.adam(lr)
+  elif opt.name == "adamw":
+    tx = optax.adamw(lr, weight_decay=opt.weight_decay)
+  else:
+    raise ValueError(f"unknown config.optimizer.name {opt.name!r}; choose 'sgd', 'adam', 'adamw'")
+  return tx if trainable is None else freeze.freeze_optimizer(tx, trainable)
 
 
-def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                       model: nnx.Module | None = None) -> tuple[ModelDef, TrainState]:
-  """Builds the model (or takes `model`), splits it and returns a replicated TrainState."""
-  model = model if model is not None else build_model(config.model, seed=config.seed)
+def build_initial_model(config: ml_collections.ConfigDict) -> nnx.Module:
+  """The configured model with config.model.init_checkpoint's weights when one is given."""
+  return weights.import_into_state(build_model(config.model, seed=config.seed), config)
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, model: nnx.Module | None = None
+) -> tuple[ModelDef, TrainState, optax.GradientTransformation]:
+  """Splits the model (default: `build_initial_model(config)`) into a replicated TrainState.
+
+  Returns the graph definitions, the state and the optimizer (which leaves the layers frozen by
+  config.model.last_layer untouched).
+  """
+  model = model if model is not None else build_initial_model(config)
+  m = config.model
   model.eval()
   eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
   model.train()
+  freeze.set_batchnorm_mode(model, m.bn_mode, m.arch, m.last_layer)
   train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   params, rest = nnx.as_pure(params), nnx.as_pure(rest)
-  tx = make_optimizer(config)
+  trainable = None
+  if m.last_layer is not None:
+    trainable = freeze.trainable_mask(params, m.arch, m.last_layer)
+  tx = make_optimizer(config, trainable)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=rest,
                      opt_state=tx.init(params))
   state = jax.device_put(state, sharding.replicated(mesh))
-  return ModelDef(train_graphdef, eval_graphdef), state
+  return ModelDef(train_graphdef, eval_graphdef, trainable), state, tx
 
 
-def parameter_overview(state: TrainState) -> str:
-  """Table of parameter names, shapes and counts."""
-  rows = []
-  total = 0
-  for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
-    name = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-    rows.append(f"  {name:<55} {str(tuple(leaf.shape)):<20} {leaf.size:>10,}")
-    total += leaf.size
-  return "\n".join(rows + [f"  {'total':<55} {'':<20} {total:>10,}"])
+def parameter_overview(model_def: ModelDef, state: TrainState) -> str:
+  """Table of parameter names, shapes, counts and trainable/frozen."""
+  return summary.parameter_table(state.params, model_def.trainable)
