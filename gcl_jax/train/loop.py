@@ -366,9 +366,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   data = prepare_data(config, workdir, train=False)
   model_def, state, _ = state_lib.create_train_state(config, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.train.checkpoint_every_steps)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first (--mode=train)")
-  state = ckpt.restore(state)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+  elif config.model.init_checkpoint:
+    logging.info("no checkpoint in %s: evaluating the imported weights %s", ckpt.directory,
+                 config.model.init_checkpoint)
+  else:
+    raise FileNotFoundError(f"no checkpoint in {ckpt.directory} and no "
+                            "config.model.init_checkpoint: train first (--mode=train) or give "
+                            "weights to evaluate")
   embed = step_lib.make_embed_step(model_def, mesh)
   result, details = evaluate(config, data,
                              _describer(config, mesh, embed, state, workdir, ckpt.directory))
