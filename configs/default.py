@@ -81,6 +81,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # `python -m gcl_jax.models.weights`. Empty: random initialisation.
   c.model.init_checkpoint = ""
   c.model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (params stay float32).
+  # On CPU only, compute convolution weight gradients as im2col + one matmul where that is
+  # faster than XLA:CPU (gcl_jax/models/cpu_conv.py, ~2x on ResNet-50); GPUs and TPUs always use
+  # XLA's convolutions. Same parameters and checkpoints either way.
+  c.model.cpu_conv = True
 
   # ---- loss ----------------------------------------------------------------------------------
   c.loss = ml_collections.ConfigDict()

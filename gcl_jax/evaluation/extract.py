@@ -1,7 +1,8 @@
-"""Descriptor extraction over the device mesh with a padded, masked last batch.
+"""Descriptor extraction over the device mesh of all hosts, with a padded last batch.
 
-The result does not depend on the batch size or the number of devices: every image is embedded
-independently (evaluation mode) and padded rows are dropped by their mask.
+The result does not depend on the batch size or the number of devices or hosts: every image is
+embedded independently (evaluation mode), each host reads its slice of every global batch, the
+descriptors are gathered in order and the padding is dropped.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Callable, Sequence
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from gcl_jax.data import pipeline
@@ -20,17 +22,24 @@ from gcl_jax.train import sharding
 def extract_descriptors(embed: Callable, params, model_state, paths: Sequence[str],
                         config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                         desc: str = "extract") -> np.ndarray:
-  """(N, D) float32 descriptors of the images at `paths`, in order."""
+  """(N, D) float32 descriptors of the images at `paths`, in order, on every host."""
+  n = len(paths)
+  if n == 0:
+    raise ValueError(f"{desc}: no images to describe")
+  hosts, host = jax.process_count(), jax.process_index()
   n_dev = mesh.devices.size
   batch_size = -(-config.eval.batch_size // n_dev) * n_dev
-  out = []
-  batches = pipeline.image_batches(list(paths), batch_size=batch_size,
+  num_batches = -(-n // batch_size)
+  padded = np.asarray(list(paths) + [paths[0]] * (num_batches * batch_size - n), dtype=str)
+  local = batch_size // hosts
+  mine = np.arange(num_batches * batch_size).reshape(num_batches, hosts, local)[:, host].ravel()
+  batches = pipeline.image_batches(list(padded[mine]), batch_size=local,
                                    image_size=config.data.image_size, mean=config.data.mean,
                                    std=config.data.std)
-  total = -(-len(paths) // batch_size)
-  for batch in tqdm(batches, total=total, desc=desc, unit="batch", leave=False,
-                    disable=jax.process_index() != 0):
+  out = []
+  for batch in tqdm(batches, total=num_batches, desc=desc, unit="batch", leave=False,
+                    disable=host != 0):
     images = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
-    desc_batch = np.asarray(jax.device_get(embed(params, model_state, images)))
-    out.append(desc_batch[batch["mask"]])
-  return np.concatenate(out).astype(np.float32)
+    descriptors = embed(params, model_state, images)
+    out.append(np.asarray(multihost_utils.process_allgather(descriptors, tiled=True)))
+  return np.concatenate(out)[:n].astype(np.float32)

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from gcl_jax.models import pooling
+from gcl_jax.models import cpu_conv, pooling
 from gcl_jax.models.resnet import ARCHS, ResNet
 from gcl_jax.models.vgg import VGG16
 
@@ -139,6 +139,8 @@ def build_model(model_config: ml_collections.ConfigDict, seed: int = 0) -> Descr
   else:
     raise ValueError(f"unknown config.model.arch {model_config.arch!r}; "
                      f"choose one of {BACKBONES}")
+  if model_config.get("cpu_conv", False):
+    cpu_conv.set_conv(backbone)  # XLA's own convolutions except on CPU
   return DescriptorNet(backbone, pool=model_config.pool, gem_p=model_config.gem_p,
                        netvlad_clusters=int(model_config.get("netvlad_clusters", 64)),
                        whitening_dim=int(model_config.get("whitening_dim", 0) or 0),

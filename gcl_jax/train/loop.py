@@ -150,6 +150,7 @@ def evaluate(config: ml_collections.ConfigDict, data: Data, describe) -> tuple[d
     (result dict, per-city details) of gcl_jax.evaluation.protocols.evaluate_retrieval.
   """
   e = config.eval
+  t0 = time.time()
   cities = [protocols.CityEval(query, database, describe(query, f"{name} queries"),
                                describe(database, f"{name} database"), name=name)
             for name, query, database in data.val]
@@ -181,6 +182,7 @@ def evaluate(config: ml_collections.ConfigDict, data: Data, describe) -> tuple[d
                                                  ns=tuple(e.ns), **kwargs)
   if whitening is not None:
     result.update(whitening.describe(e.pca_dim))
+  result["eval_seconds"] = round(time.time() - t0, 2)
   return result, details
 
 
@@ -415,7 +417,7 @@ def train(config, workdir, data: Data, model_def, state, tx, mesh, ckpt) -> stat
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   log_every = max(int(config.train.log_every_steps), 1)
   stream = pair_stream(config, data.train, start_step)
-  t_last, wait_time, pending = time.time(), 0.0, []
+  t_last, wait_time, checkpoint_time, pending = time.time(), 0.0, 0.0, []
   step = start_step
   try:
     while step < num_steps:
@@ -431,7 +433,7 @@ def train(config, workdir, data: Data, model_def, state, tx, mesh, ckpt) -> stat
         dt = time.time() - t_last
         record = {"step": step, **values, "learning_rate": float(schedule(step - 1)),
                   "pairs_per_s": len(pending) * config.train.batch_size / dt,
-                  "data_wait_s": wait_time}
+                  "data_wait_s": wait_time, "checkpoint_s": checkpoint_time}
         gem_p = _gem_p(state)
         if gem_p is not None:
           record["gem_p"] = gem_p
@@ -446,11 +448,13 @@ def train(config, workdir, data: Data, model_def, state, tx, mesh, ckpt) -> stat
             for k, v in record.items():
               if k != "step":
                 tf.summary.scalar(k, v)
-        pending, wait_time, t_last = [], 0.0, time.time()
+        pending, wait_time, checkpoint_time, t_last = [], 0.0, 0.0, time.time()
       force = preemption.requested or step == num_steps
       if force or ckpt.manager.should_save(step):
         _check_finite(pending, step, ckpt)
+        t0 = time.time()
         ckpt.save(state, force=force)
+        checkpoint_time += time.time() - t0
       if preemption.requested:
         logging.warning("SIGTERM: checkpoint written at step %d, exiting", step)
         break
