@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from gcl_jax.data.msls import DatasetError
 from gcl_jax.data.table import ImageTable
+from gcl_jax.labels import pose3d
 
 _SEQ = re.compile(r"^sequence(\d+)$")
 _FRAME = re.compile(r"^(frame-\d+)\.pose\.txt$")
@@ -55,31 +56,6 @@ def heading_from_rotation(rotation: np.ndarray,
   return np.where(np.hypot(east, north) < 1e-6, np.nan, heading)
 
 
-def quaternion_from_matrix(matrix: np.ndarray) -> np.ndarray:
-  """Rotation (3x3 or 4x4) -> unit quaternion [x, y, z, w] (scalar last, w >= 0).
-
-  Same convention as the authors' `transformations.quaternion_from_matrix` reordered to scalar-last
-  as their index files store it; the sign is fixed so that w >= 0 (q and -q are the same rotation).
-  """
-  m = np.asarray(matrix, np.float64)[:3, :3]
-  t = np.trace(m)
-  if t > 0:
-    s = 0.5 / np.sqrt(t + 1.0)
-    q = np.array([(m[2, 1] - m[1, 2]) * s, (m[0, 2] - m[2, 0]) * s, (m[1, 0] - m[0, 1]) * s,
-                  0.25 / s])
-  else:
-    i = int(np.argmax(np.diag(m)))
-    j, k = (i + 1) % 3, (i + 2) % 3
-    s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
-    q = np.empty(4)
-    q[i] = 0.25 * s
-    q[j] = (m[j, i] + m[i, j]) / s
-    q[k] = (m[k, i] + m[i, k]) / s
-    q[3] = (m[k, j] - m[j, k]) / s
-  q /= np.linalg.norm(q)
-  return -q if q[3] < 0 else q
-
-
 def matrix_from_pose7(pose: np.ndarray) -> np.ndarray:
   """[tx, ty, tz, qx, qy, qz, qw] rows (N, 7) -> (N, 4, 4) camera-to-world matrices."""
   pose = np.asarray(pose, np.float64).reshape(-1, 7)
@@ -96,10 +72,8 @@ def matrix_from_pose7(pose: np.ndarray) -> np.ndarray:
   return out
 
 
-def pose7_from_matrix(matrix: np.ndarray) -> np.ndarray:
-  """(4, 4) camera-to-world -> [tx, ty, tz, qx, qy, qz, qw] (the authors' index-file vector)."""
-  m = np.asarray(matrix, np.float64)
-  return np.concatenate([m[:3, 3], quaternion_from_matrix(m)])
+# The authors' index-file 7-vector [tx, ty, tz, qx, qy, qz, qw] of a camera-to-world pose.
+pose7_from_matrix = pose3d.pose_vector
 
 
 def read_pose(path: str) -> np.ndarray:
