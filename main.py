@@ -34,7 +34,7 @@ class _QuietLibraries:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_logger().addFilter(_QuietLibraries())
   from gcl_jax.train import loop, sharding  # pylint: disable=g-import-not-at-top
   sharding.maybe_initialize_distributed()
   config = FLAGS.config
