@@ -26,19 +26,17 @@ def extract_descriptors(embed: Callable, params, model_state, paths: Sequence[st
   n = len(paths)
   if n == 0:
     raise ValueError(f"{desc}: no images to describe")
-  hosts, host = jax.process_count(), jax.process_index()
   n_dev = mesh.devices.size
   batch_size = -(-config.eval.batch_size // n_dev) * n_dev
   num_batches = -(-n // batch_size)
   padded = np.asarray(list(paths) + [paths[0]] * (num_batches * batch_size - n), dtype=str)
-  local = batch_size // hosts
-  mine = np.arange(num_batches * batch_size).reshape(num_batches, hosts, local)[:, host].ravel()
-  batches = pipeline.image_batches(list(padded[mine]), batch_size=local,
+  mine = pipeline.host_indices(len(padded), batch_size)
+  batches = pipeline.image_batches(list(padded[mine]), batch_size=batch_size // jax.process_count(),
                                    image_size=config.data.image_size, mean=config.data.mean,
                                    std=config.data.std)
   out = []
   for batch in tqdm(batches, total=num_batches, desc=desc, unit="batch", leave=False,
-                    disable=host != 0):
+                    disable=jax.process_index() != 0):
     images = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
     descriptors = embed(params, model_state, images)
     out.append(np.asarray(multihost_utils.process_allgather(descriptors, tiled=True)))

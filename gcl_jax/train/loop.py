@@ -108,8 +108,7 @@ def pair_stream(config: ml_collections.ConfigDict, cities: list[pairs_lib.CityPa
   Epoch e's pairs depend only on (seed, e), so restarting at any step reproduces the stream.
   """
   global_bs = config.train.batch_size
-  hosts, host = jax.process_count(), jax.process_index()
-  local_bs = global_bs // hosts
+  local_bs = global_bs // jax.process_count()
   s = config.sampler
   epoch, steps_done = 0, 0
   while True:
@@ -123,7 +122,7 @@ def pair_stream(config: ml_collections.ConfigDict, cities: list[pairs_lib.CityPa
                        "add training cities or lower config.train.batch_size")
     if steps_done + n_steps > start_step:
       skip = max(0, start_step - steps_done)
-      idx = np.arange(n_steps * global_bs).reshape(n_steps, hosts, local_bs)[skip:, host].ravel()
+      idx = pipeline.host_indices(n_steps * global_bs, global_bs)[skip * local_bs:]
       p0, p1 = ep.paths(cities)
       yield from pipeline.pair_batches(p0[idx], p1[idx], ep.label[idx], batch_size=local_bs,
                                        image_size=config.data.image_size, mean=config.data.mean,

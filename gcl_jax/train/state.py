@@ -29,10 +29,6 @@ class ModelDef:
   eval_graphdef: Any
   trainable: Any = None  # pytree of bools over params (None: everything trains)
 
-  def merge(self, state: TrainState, train: bool) -> nnx.Module:
-    return nnx.merge(self.train_graphdef if train else self.eval_graphdef, state.params,
-                     state.model_state)
-
 
 def learning_rate_schedule(opt: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
   lr = opt.learning_rate
