@@ -5,6 +5,7 @@
   python main.py --mode=label --config=configs/msls.py --config.data.root=/data/msls
 """
 
+import logging as std_logging
 import os
 
 # Quiet TensorFlow's C++ start-up chatter; it is only used for input pipelines.
@@ -28,13 +29,13 @@ class _QuietLibraries:
   """Drops INFO records of chatty libraries (orbax logs every file it writes)."""
 
   def filter(self, record) -> bool:
-    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_logger().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   from gcl_jax.train import loop, sharding  # pylint: disable=g-import-not-at-top
   sharding.maybe_initialize_distributed()
   config = FLAGS.config
