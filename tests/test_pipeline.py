@@ -202,3 +202,50 @@ def test_augmentation_off_by_default_and_deterministic(tmp_path):
   np.testing.assert_array_equal(a1["im0"], a2["im0"])
   assert np.abs(a1["im0"] - plain["im0"]).max() > 1e-3
   assert np.abs(a1["im0"] - a3["im0"]).max() > 1e-3
+
+
+def _photo(path, w, h, seed=0):
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:h, 0:w]
+  img = np.stack([xx * 200 // w, yy * 180 // h, (xx + yy) % 256], -1)
+  img = img + rng.integers(0, 40, (h, w, 3))
+  Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=85)
+  return str(path)
+
+
+def test_uint8_stream_and_exact_normalisation(tmp_path):
+  paths = [_photo(tmp_path / f"p{i}.jpg", 40 + 3 * i, 30 + 2 * i, i) for i in range(4)]
+  p0, p1, y = np.array(paths), np.array(paths[::-1]), np.zeros(4)
+  kw = dict(batch_size=2, image_size=(12, 16), mean=MEAN, std=STD)
+  raw = list(pipeline.pair_batches(p0, p1, y, normalize=False, **kw))
+  norm = list(pipeline.pair_batches(p0, p1, y, **kw))
+  # uint8 images are PIL's own resize output.
+  want = [np.asarray(Image.open(p).convert("RGB").resize((16, 12), Image.BILINEAR)) for p in paths]
+  assert raw[0]["im0"].dtype == np.uint8
+  np.testing.assert_array_equal(np.concatenate([b["im0"] for b in raw]), np.stack(want))
+  # The float batches are torch's arithmetic (true divisions), bit for bit.
+  for r, n in zip(raw, norm):
+    for k in ("im0", "im1"):
+      x = r[k].astype(np.float32)
+      torch_like = (x / np.float32(255) - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
+      np.testing.assert_array_equal(n[k], torch_like)
+      np.testing.assert_array_equal(pipeline.normalise_array(r[k], MEAN, STD), torch_like)
+  images = np.concatenate([b["image"] for b in pipeline.image_batches(
+      paths, batch_size=3, image_size=(12, 16), mean=MEAN, std=STD, normalize=False)])
+  np.testing.assert_array_equal(images[:4], np.stack(want))
+
+
+def test_fast_decode_opt_in(tmp_path):
+  big = _photo(tmp_path / "big.jpg", 128, 96)  # >= 2x the 48x64 target: DCT scaling applies
+  small = _photo(tmp_path / "small.jpg", 100, 75)  # < 2x: fast_decode changes nothing
+  size = (48, 64)
+  for path, exact in ((big, False), (small, True)):
+    ref = pipeline.read_resized(path, size).numpy()
+    fast = pipeline.read_resized(path, size, fast_decode=True).numpy()
+    diff = np.abs(fast.astype(int) - ref)
+    if exact:
+      np.testing.assert_array_equal(fast, ref)
+    else:
+      assert 0 < diff.max() <= 24 and diff.mean() < 3
+  with pytest.raises(ValueError, match="fast_decode needs resize method 'pil'"):
+    pipeline.read_resized(big, size, "tf", fast_decode=True)

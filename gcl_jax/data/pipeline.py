@@ -24,7 +24,26 @@ Two back-ends (`resize_method`):
   and antialias=False by up to 52 levels.
 
 Elements carry uint8 images; ToTensor + Normalize run once per batch (same arithmetic as per
-image, 4x less copying between stages).
+image, 4x less copying between stages), in NumPy (`normalise_array`): true float32 divisions, as
+torch's ToTensor + Normalize, hence bit-identical to the authors' float tensors. (In a TF graph,
+Grappler turns the divisions by constants into multiplications by reciprocals: `normalise` inside
+tf.data/tf.function differs by 1 ulp (<= 7.2e-7) on ~60 % of the values; eager TF is exact. XLA does
+the same on device: `normalise_array(..., xp=jnp)` under jit is within 4.8e-7.) Normalising costs
+about as much CPU as decoding a 1024x768 JPEG (benchmarks/input_pipeline.py, profile line): with
+``normalize=False`` the streams yield the uint8 batches themselves (4x fewer bytes to the
+accelerator) and the consumer applies `normalise_array` on device (within 1 ulp, see above).
+
+Where the bytes come from: by default ``tf.io.read_file(path)`` (local or gs://). Every reading
+function also takes ``reader``, a Python callable path -> encoded bytes (e.g.
+`gcl_jax.data.tfds_source.TfdsSource.read` for ``tfds://`` paths of a prepared TFDS dataset); the
+decode, resize and normalisation that follow are the same code either way, so both give identical
+images.
+
+``fast_decode=True`` (opt-in, "pil" only, NOT bit-exact) lets libjpeg decode JPEGs at 1/2, 1/4 or
+1/8 scale (PIL ``Image.draft``) when the source is at least twice the target size in both
+dimensions, then resizes as usual. It changes nothing for sources smaller than that (e.g. MSLS
+640x480 or 1024x768 -> 480x640); the error where it applies is measured in
+benchmarks/input_pipeline.py (``--fast_decode_check``).
 
 Bad input (a missing, truncated or corrupt file) never goes unnoticed and never shifts rows: every
 element carries its index, failed elements are dropped by ``ignore_errors`` BEFORE batching, and the
@@ -54,6 +73,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_METHODS = ("tf", "pil")
+
+ByteReader = Callable[[str], bytes]
+"""path -> encoded image bytes; raises (any exception) when the image cannot be read."""
 
 _log = logging.getLogger(__name__)
 
@@ -91,31 +113,76 @@ def _pil_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.asarray(out, np.float32)
 
 
-def _pil_decode_resize(data: bytes, height: int, width: int) -> np.ndarray:
-  """The authors' read_image + Resize: PIL open, convert('RGB'), bilinear resize -> uint8."""
+def _pil_decode_resize(data: bytes, height: int, width: int, fast_decode: bool = False
+                       ) -> np.ndarray:
+  """The authors' read_image + Resize: PIL open, convert('RGB'), bilinear resize -> uint8.
+
+  convert('RGB') of an RGB image is a plain copy, so it is skipped (same pixels). With
+  `fast_decode`, JPEGs at least 2x the target in both dimensions are DCT-scaled while decoding
+  (`Image.draft`; not bit-exact).
+  """
   import io  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   if isinstance(data, np.ndarray):  # eager numpy_function passes a 0-d object array
     data = data.item()
+  height, width = int(height), int(width)
   with Image.open(io.BytesIO(data)) as image:
-    out = image.convert("RGB").resize((int(width), int(height)), Image.BILINEAR)
+    if fast_decode and image.format == "JPEG":
+      image.draft("RGB", (width, height))  # largest 1/2^k scale still >= (width, height)
+    if image.mode != "RGB":
+      image = image.convert("RGB")
+    out = image.resize((width, height), Image.BILINEAR)
   return np.asarray(out, np.uint8)
 
 
-def read_resized(path: tf.Tensor, image_size: Sequence[int], method: str = "pil") -> tf.Tensor:
-  """Reads, decodes and resizes one image file -> (H, W, 3) uint8 (before ToTensor).
+def _as_str(path) -> str:
+  if isinstance(path, np.ndarray):
+    path = path.item()
+  return path.decode() if isinstance(path, bytes) else str(path)
+
+
+def read_bytes(path: tf.Tensor, reader: ByteReader | None = None) -> tf.Tensor:
+  """Encoded bytes of one image: `tf.io.read_file` (local or gs://), or `reader(path)`."""
+  if reader is None:
+    return tf.io.read_file(path)
+  # An object array keeps trailing NUL bytes (a bytes scalar would lose them).
+  fetch = lambda p: np.array(reader(_as_str(p)), dtype=object)
+  out = tf.numpy_function(fetch, [path], tf.string, stateful=False)
+  out.set_shape(())
+  return out
+
+
+def read_resized(path: tf.Tensor, image_size: Sequence[int], method: str = "pil", *,
+                 reader: ByteReader | None = None, fast_decode: bool = False) -> tf.Tensor:
+  """Reads, decodes and resizes one image -> (H, W, 3) uint8 (before ToTensor).
 
   "pil" decodes and resizes with PIL in one `tf.numpy_function` (the bytes are read by TF, so
-  gs:// works); "tf" decodes with `decode_rgb` and resizes with `resize(..., "tf")`.
+  gs:// works, or by `reader`, in the same Python call); "tf" decodes with `decode_rgb` and
+  resizes with `resize(..., "tf")`.
+
+  Args:
+    path: scalar string tensor.
+    image_size: (H, W).
+    method: "pil" or "tf".
+    reader: optional path -> bytes callable replacing `tf.io.read_file` (see the module docstring).
+    fast_decode: DCT-scaled JPEG decoding ("pil" only; not bit-exact; off by default).
+
+  Returns:
+    The resized uint8 image.
   """
   height, width = int(image_size[0]), int(image_size[1])
-  data = tf.io.read_file(path)
-  if method == "pil":
-    out = tf.numpy_function(_pil_decode_resize, [data, height, width], tf.uint8, stateful=False)
-  elif method == "tf":
-    out = tf.cast(resize(decode_rgb(data), image_size, "tf"), tf.uint8)
-  else:
+  if method not in RESIZE_METHODS:
     raise ValueError(f"resize method must be one of {RESIZE_METHODS}, got {method!r}")
+  if fast_decode and method != "pil":
+    raise ValueError(f"fast_decode needs resize method 'pil', got {method!r}")
+  if method == "pil" and reader is not None:  # fetch + decode + resize in one Python call
+    fn = lambda p: _pil_decode_resize(reader(_as_str(p)), height, width, fast_decode)
+    out = tf.numpy_function(fn, [path], tf.uint8, stateful=False)
+  elif method == "pil":
+    out = tf.numpy_function(_pil_decode_resize, [tf.io.read_file(path), height, width,
+                                                 fast_decode], tf.uint8, stateful=False)
+  else:
+    out = tf.cast(resize(decode_rgb(read_bytes(path, reader)), image_size, "tf"), tf.uint8)
   out.set_shape((height, width, 3))
   return out
 
@@ -147,6 +214,31 @@ def normalise(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
   return (image / 255.0 - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
+def normalise_array(image, mean: Sequence[float], std: Sequence[float], xp=np):
+  """(x / 255 - mean) / std in float32 with NumPy (xp=np) or on device (xp=jax.numpy).
+
+  Use it on the uint8 batches of `pair_batches(..., normalize=False)`, inside the jitted step.
+  NumPy does true float32 divisions (torch's arithmetic, bit-exact); XLA may replace them with
+  reciprocal multiplications (within 1 ulp). NumPy works in place on one float32 copy.
+  """
+  if xp is np:
+    x = np.asarray(image).astype(np.float32)
+    np.divide(x, np.float32(255.0), out=x)
+    np.subtract(x, np.asarray(mean, np.float32), out=x)
+    np.divide(x, np.asarray(std, np.float32), out=x)
+    return x
+  x = image.astype(xp.float32)
+  return (x / xp.float32(255.0) - xp.asarray(mean, xp.float32)) / xp.asarray(std, xp.float32)
+
+
+def normalise_batch(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+  """uint8 batch -> float32 `normalise_array` in one `tf.numpy_function` (exact, see above)."""
+  out = tf.numpy_function(lambda x: normalise_array(x, mean, std), [images], tf.float32,
+                          stateful=False)
+  out.set_shape(images.shape)
+  return out
+
+
 def augment_colour(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Mild colour jitter on a uint8 image -> uint8, stateless in `seed` (2 ints); geometry untouched.
 
@@ -163,7 +255,8 @@ def augment_colour(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 def load_image(path: tf.Tensor, image_size: Sequence[int], mean: Sequence[float],
                std: Sequence[float], *, resize_method: str = "pil",
-               augment_seed: tf.Tensor | None = None) -> tf.Tensor:
+               augment_seed: tf.Tensor | None = None, reader: ByteReader | None = None
+               ) -> tf.Tensor:
   """Reads one image file -> (H, W, 3) float32, resized (bilinear, aspect not kept), normalised.
 
   Args:
@@ -174,21 +267,22 @@ def load_image(path: tf.Tensor, image_size: Sequence[int], mean: Sequence[float]
     resize_method: "pil" (PIL itself, exact) or "tf" (PIL's two-pass bilinear in TF ops, <= 1
       grey level off); see the module docstring for the measured differences.
     augment_seed: when given, `augment_colour` with this stateless seed is applied.
+    reader: optional path -> bytes callable replacing `tf.io.read_file`.
 
   Returns:
     The normalised image.
   """
-  image = read_resized(path, image_size, resize_method)
+  image = read_resized(path, image_size, resize_method, reader=reader)
   if augment_seed is not None:
     image = augment_colour(image, augment_seed)
   return normalise(image, mean, std)
 
 
-def check_file(path: str, image_size: Sequence[int] = (8, 8), resize_method: str = "pil"
-               ) -> str | None:
+def check_file(path: str, image_size: Sequence[int] = (8, 8), resize_method: str = "pil",
+               reader: ByteReader | None = None) -> str | None:
   """Eagerly runs `read_resized` on one file; returns None if fine, else the error message."""
   try:
-    read_resized(tf.constant(path), image_size, resize_method)
+    read_resized(tf.constant(path), image_size, resize_method, reader=reader)
   except Exception as e:  # pylint: disable=broad-except
     # Eager numpy_function re-raises PIL's own exceptions (OSError, UnidentifiedImageError).
     lines = [l.strip() for l in getattr(e, "message", str(e)).splitlines() if l.strip()]
@@ -290,7 +384,9 @@ def _checked(ds: tf.data.Dataset, n: int, batch_size: int, drop_remainder: bool,
 def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, batch_size: int,
                  image_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
                  resize_method: str = "pil", augment: bool = False, seed: int = 0,
-                 errors: str = "raise", skip_report: SkipReport | None = None
+                 errors: str = "raise", skip_report: SkipReport | None = None,
+                 reader: ByteReader | None = None, normalize: bool = True,
+                 fast_decode: bool = False, num_parallel_calls: int | None = None
                  ) -> Iterator[dict[str, np.ndarray]]:
   """Batches {im0, im1, label} of the given pairs, in order; the last partial batch is dropped.
 
@@ -310,9 +406,15 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
       `skip_report`). Skipping shortens the stream, so in multi-host training hosts can disagree on
       the number of steps; use it for single-host runs or after cleaning the data.
     skip_report: filled when errors="skip".
+    reader: optional path -> bytes callable replacing `tf.io.read_file` (e.g. `TfdsSource.read`
+      for `tfds://` paths); decoding is unchanged.
+    normalize: False yields uint8 images; normalise them with `normalise_array` (on device).
+    fast_decode: DCT-scaled JPEG decoding (see the module docstring; not bit-exact).
+    num_parallel_calls: parallel image loads (default AUTOTUNE).
 
   Yields:
-    {"im0": (B, H, W, 3) f32, "im1": (B, H, W, 3) f32, "label": (B,) f32}.
+    {"im0": (B, H, W, 3) f32, "im1": (B, H, W, 3) f32, "label": (B,) f32}; uint8 images when
+    normalize=False.
   """
   if errors not in ("raise", "skip"):
     raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
@@ -324,32 +426,39 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
   n = len(label)
   ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), path0, path1, label))
 
+  read = lambda p: read_resized(p, image_size, resize_method, reader=reader,
+                                fast_decode=fast_decode)
+
   def load(i, p0, p1, y):
-    im0 = read_resized(p0, image_size, resize_method)
-    im1 = read_resized(p1, image_size, resize_method)
+    im0, im1 = read(p0), read(p1)
     if augment:
       im0 = augment_colour(im0, tf.stack([tf.cast(seed, tf.int64), 2 * i]))
       im1 = augment_colour(im1, tf.stack([tf.cast(seed, tf.int64), 2 * i + 1]))
     return {"im0": im0, "im1": im1, "label": y, "_index": i}
 
   def norm(batch):  # uint8 per element (4x less copying), normalised once per batch
-    return {**batch, "im0": normalise(batch["im0"], mean, std),
-            "im1": normalise(batch["im1"], mean, std)}
+    return {**batch, "im0": normalise_batch(batch["im0"], mean, std),
+            "im1": normalise_batch(batch["im1"], mean, std)}
 
   # Ordered parallel map: the gap check in `_checked` relies on the order.
-  ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
-  ds = ds.batch(batch_size, drop_remainder=True).map(norm, num_parallel_calls=AUTOTUNE)
+  ds = ds.map(load, num_parallel_calls=num_parallel_calls or AUTOTUNE,
+              deterministic=True).ignore_errors()
+  ds = ds.batch(batch_size, drop_remainder=True)
+  if normalize:
+    ds = ds.map(norm, num_parallel_calls=AUTOTUNE)
   ds = ds.prefetch(AUTOTUNE)
   return _checked(ds, n, batch_size, True, lambda i: [str(path0[i]), str(path1[i])],
-                  lambda p: check_file(p, image_size, resize_method), errors, skip_report)
+                  lambda p: check_file(p, image_size, resize_method, reader), errors, skip_report)
 
 
 def image_batches(paths: Sequence[str], *, batch_size: int, image_size: Sequence[int],
-                  mean: Sequence[float], std: Sequence[float],
-                  resize_method: str = "pil") -> Iterator[dict[str, np.ndarray]]:
+                  mean: Sequence[float], std: Sequence[float], resize_method: str = "pil",
+                  reader: ByteReader | None = None, normalize: bool = True
+                  ) -> Iterator[dict[str, np.ndarray]]:
   """Batches {image, mask} of all images in order; the last batch is padded and masked.
 
   An unreadable image raises PipelineError naming it (a skipped row would misalign descriptors).
+  `reader` and `normalize` are as in `pair_batches`.
   """
   n = len(paths)
   num_batches = -(-n // batch_size)
@@ -357,10 +466,13 @@ def image_batches(paths: Sequence[str], *, batch_size: int, image_size: Sequence
   padded = np.concatenate([np.asarray(list(paths), str), np.asarray(list(paths[:1]) * pad, str)])
   mask = np.arange(len(padded)) < n
   ds = tf.data.Dataset.from_tensor_slices((np.arange(len(padded), dtype=np.int64), padded, mask))
-  ds = ds.map(lambda i, p, m: {"image": read_resized(p, image_size, resize_method), "mask": m,
-                               "_index": i},
+  ds = ds.map(lambda i, p, m: {"image": read_resized(p, image_size, resize_method, reader=reader),
+                               "mask": m, "_index": i},
               num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
-  ds = ds.batch(batch_size).map(lambda b: {**b, "image": normalise(b["image"], mean, std)},
-                                num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+  ds = ds.batch(batch_size)
+  if normalize:
+    ds = ds.map(lambda b: {**b, "image": normalise_batch(b["image"], mean, std)},
+                num_parallel_calls=AUTOTUNE)
+  ds = ds.prefetch(AUTOTUNE)
   return _checked(ds, len(padded), batch_size, False, lambda i: [str(padded[i])],
-                  lambda p: check_file(p, image_size, resize_method), "raise", None)
+                  lambda p: check_file(p, image_size, resize_method, reader), "raise", None)
