@@ -16,9 +16,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ---- data -----------------------------------------------------------------------------
   c.data = ml_collections.ConfigDict()
-  # On-disk layout of data.root: "msls" (train_val/<city>/{query,database}, training and
-  # evaluation) or "at_format" (images/<split>/{database,queries}/@east@north@...@.jpg, evaluation).
+  # Where the images come from: "msls" (data.root in the MSLS layout, train_val/<city>/...),
+  # "tfds" (a dataset prepared once with `python -m gcl_jax.data.tfds_builders gcl_msls`, local or
+  # gs://) or "at_format" (images/<split>/{database,queries}/@east@north@...@.jpg; evaluation).
   c.data.format = "msls"
+  c.data.tfds_name = "gcl_msls"  # data.format="tfds": the prepared dataset ...
+  c.data.tfds_data_dir = ""  # ... its TFDS data_dir (empty: TFDS's default) ...
+  # ... and a local folder where its JPEG bytes are materialised once for random access
+  # (memory-mapped; empty: in RAM, about the size of the JPEG files of the cities used).
+  c.data.tfds_cache_dir = ""
   c.data.root = ""  # Dataset root (local path or gs://). Empty: use the synthetic world below.
   # Synthetic world (MSLS layout) generated under <workdir>/data when data.root is empty.
   # Keys are fields of gcl_jax.data.synthetic.WorldConfig; empty dict = its defaults.

@@ -27,6 +27,7 @@ def resume_config(world_root: str, num_steps: int = 6):
   c.data.train_cities, c.data.val_cities = ("synth_north",), ("synth_val",)
   c.data.image_size = (32, 48)
   c.model.width, c.model.norm_groups = 8, 4
+  c.optimizer.warmup_steps = 1
   c.train.batch_size = 8
   c.train.num_steps = num_steps
   c.train.log_every_steps = 1

@@ -67,6 +67,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from gcl_jax.data import files
+
 tf.config.set_visible_devices([], "GPU")
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -424,6 +426,8 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
     raise ValueError(
         f"path0, path1 and label have {len(path0)}, {len(path1)} and {len(label)} rows")
   n = len(label)
+  if reader is None and n:  # paths of a registered source (e.g. tfds://...) read through it
+    reader = files.registered_reader(str(path0[0]))
   ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), path0, path1, label))
 
   read = lambda p: read_resized(p, image_size, resize_method, reader=reader,
@@ -461,6 +465,8 @@ def image_batches(paths: Sequence[str], *, batch_size: int, image_size: Sequence
   `reader` and `normalize` are as in `pair_batches`.
   """
   n = len(paths)
+  if reader is None and n:  # paths of a registered source (e.g. tfds://...) read through it
+    reader = files.registered_reader(str(paths[0]))
   num_batches = -(-n // batch_size)
   pad = num_batches * batch_size - n
   padded = np.concatenate([np.asarray(list(paths), str), np.asarray(list(paths[:1]) * pad, str)])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -10,20 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-
-def _open_image(path: str) -> Image.Image:
-  """Opens a local path with PIL, or a remote URL (gs://...) through tf.io.gfile."""
-  if "://" in path:
-    import tensorflow as tf  # Only remote paths pay for the TensorFlow import.
-    with tf.io.gfile.GFile(path, "rb") as f:
-      return Image.open(io.BytesIO(f.read()))
-  return Image.open(path)
+from gcl_jax.data import files
 
 
 def _thumbnail(path: str, size: tuple[int, int]) -> np.ndarray:
   """Decodes one image and returns its (H, W, 3) bilinear thumbnail in [0, 1], flattened."""
   try:
-    with _open_image(path) as im:
+    with files.open_image(path) as im:
       rgb = im.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
   except (OSError, ValueError) as e:  # PIL.UnidentifiedImageError is an OSError.
     raise ValueError(f"cannot decode image {path!r}: {e}") from e

@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from gcl_jax.data import files
+
 CORRECT_COLOR = "#00c000"  # Border of a retrieval that is a positive.
 WRONG_COLOR = "#e00000"  # Border of a retrieval that is not a positive.
 QUERY_COLOR = "#2060d0"  # Border of the query image.
@@ -27,14 +29,7 @@ _BORDER_PX = 6  # Width of the coloured border, in pixels (half of it overlaps t
 
 def _load_rgb(path: str, max_side: int) -> np.ndarray:
   """Loads an image as uint8 RGB, shrunk (aspect kept) so that its longer side is <= max_side."""
-  if "://" in path:
-    import io
-
-    import tensorflow as tf  # Only remote paths pay for the TensorFlow import.
-    with tf.io.gfile.GFile(path, "rb") as f:
-      im = Image.open(io.BytesIO(f.read()))
-  else:
-    im = Image.open(path)
+  im = files.open_image(path)
   with im:
     im = im.convert("RGB")
     if max(im.size) > max_side:

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from gcl_jax.data import at_format, msls, pairs as pairs_lib, pipeline
+from gcl_jax.data import at_format, files, msls, pairs as pairs_lib, pipeline
 from gcl_jax.data.table import ImageTable
 from gcl_jax.evaluation import baselines, cache, extract, pca, protocols, report, visualize
 from gcl_jax.labels import io as labels_io
@@ -55,35 +55,47 @@ def label_params(config: ml_collections.ConfigDict) -> dict:
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str, *, train: bool = True) -> Data:
   """Reads the training and evaluation sets; labels the training cities (cached) if `train`."""
-  root = dataset_root(config, workdir)
-  if config.data.format == "at_format":
+  fmt = config.data.format
+  if fmt == "tfds":  # a dataset prepared once by python -m gcl_jax.data.tfds_builders gcl_msls
+    from gcl_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+    source = tfds_source.TfdsSource(config.data.tfds_name, config.data.tfds_data_dir or None,
+                                    cache_dir=config.data.tfds_cache_dir or None)
+    files.register_source(source.root, source.read)  # image paths are tfds://... from now on
+    root, read_city = source.root, source.city
+    labels_dir = config.labels.dir or os.path.join(os.path.abspath(workdir), "labels")
+  elif fmt in ("msls", "at_format"):
+    root = dataset_root(config, workdir)
+    read_city = lambda city, split="train_val": msls.read_msls_city(root, city, split)
+    labels_dir = config.labels.dir or os.path.join(root, "labels")
+  else:
+    raise ValueError(f"unknown config.data.format {fmt!r}; choose 'msls', 'tfds' or 'at_format'")
+  if fmt == "at_format":
     if train:
-      raise ValueError("training reads MSLS-layout data (config.data.format='msls'); @-format "
-                       "datasets are for evaluation (--mode=eval)")
+      raise ValueError("training reads MSLS-layout data (config.data.format='msls' or 'tfds'); "
+                       "@-format datasets are for evaluation (--mode=eval)")
     split = config.data.eval_split
     return Data(root, [], [(split, at_format.read_at_format(root, split, "queries"),
                             at_format.read_at_format(root, split, "database"))], [])
-  if config.data.format != "msls":
-    raise ValueError(f"unknown config.data.format {config.data.format!r}; "
-                     "choose 'msls' or 'at_format'")
-  labels_dir = config.labels.dir or os.path.join(root, "labels")
   train_cities, fit = [], []
   for city in config.data.train_cities:
     if not (train or config.eval.pca_dim and config.eval.pca_fit == "train"):
       break
-    query, database = msls.read_msls_city(root, city)
+    query, database = read_city(city)
     fit.append(database)
     if train:
       table = labels_io.label_city_cached(query, database, labels_dir, city, **label_params(config))
       train_cities.append(pairs_lib.CityPairs(city, query, database, table))
   split = config.data.eval_split
-  val = [(city, *msls.read_msls_city(root, city, split)) for city in config.data.val_cities]
+  val = [(city, *read_city(city, split)) for city in config.data.val_cities]
   return Data(root, train_cities, val, fit)
 
 
 def label(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """mode=label: labels every training city, prints a summary, draws one query's labels."""
   from gcl_jax.labels import dataset as label_dataset_lib, plot  # pylint: disable=g-import-not-at-top
+  if config.data.format != "msls":
+    raise ValueError("--mode=label reads an MSLS tree (config.data.format='msls'); training from "
+                     "a TFDS dataset labels its cities on first use")
   root = dataset_root(config, workdir)
   labels_dir = config.labels.dir or os.path.join(root, "labels")
   summary = label_dataset_lib.label_dataset(root, list(config.data.train_cities), labels_dir,

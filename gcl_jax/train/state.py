@@ -39,7 +39,10 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, num_steps: int) -> op
       raise ValueError(f"config.optimizer.decay_steps must be > 0, got {opt.decay_steps}")
     return optax.exponential_decay(lr, opt.decay_steps, opt.decay_factor, staircase=True)
   if opt.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, lr, opt.warmup_steps, max(num_steps, 1))
+    if not 0 <= opt.warmup_steps < num_steps:
+      raise ValueError(f"config.optimizer.warmup_steps = {opt.warmup_steps} must be in "
+                       f"[0, config.train.num_steps = {num_steps})")
+    return optax.warmup_cosine_decay_schedule(0.0, lr, opt.warmup_steps, num_steps)
   raise ValueError(f"unknown config.optimizer.schedule {opt.schedule!r}; "
                    "choose 'constant', 'step' or 'cosine'")
 

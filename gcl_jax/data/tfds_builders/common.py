@@ -20,8 +20,12 @@ def table_features() -> tfds.features.FeaturesDict:
       "city": tfds.features.Text(),
       "side": tfds.features.Text(),
       "index": np.int64,
-      "utm": tfds.features.Tensor(shape=(2,), dtype=np.float64),
-      "heading": np.float64,
+      # Raw bytes: tf.train.Example stores floats as float32, which would move a UTM northing of
+      # ~5e6 m by up to 0.25 m (and change the labels).
+      "utm": tfds.features.Tensor(shape=(2,), dtype=np.float64,
+                                  encoding=tfds.features.Encoding.BYTES),
+      "heading": tfds.features.Tensor(shape=(), dtype=np.float64,
+                                      encoding=tfds.features.Encoding.BYTES),
       "pano": np.bool_,
       "night": np.bool_,
       "in_all": np.bool_,
@@ -41,7 +45,7 @@ def table_examples(table: ImageTable, *, split: str, city: str, side: str
         "side": side,
         "index": i,
         "utm": np.asarray(table.utm[i], np.float64),
-        "heading": float(table.heading[i]),
+        "heading": np.float64(table.heading[i]),
         "pano": bool(table.pano[i]),
         "night": bool(table.night[i]),
         "in_all": bool(table.in_all[i]),
