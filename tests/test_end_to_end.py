@@ -60,6 +60,23 @@ def test_demo_trains_evaluates_and_resumes(tmp_path):
   records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [2, 4, 6]
 
+  # --mode=eval on the same workdir, another protocol, PCA-whitening fitted on the database.
+  config = tiny_demo_config(6)
+  config.eval.protocol, config.eval.pca_dim, config.eval.pca_fit = "msls_official", 16, "eval_database"
+  result = loop.evaluate_checkpoint(config, str(workdir))
+  assert result["step"] == 6 and result["protocol"] == "msls_official"
+  assert result["pca_dim"] == 16 and result["pca_transductive"]
+  name = "eval_step6_msls_official"
+  assert json.loads((workdir / f"{name}.json").read_text())["recall@1"] == result["recall@1"]
+  rows = (workdir / f"{name}_per_query.csv").read_text().splitlines()
+  assert len(rows) == result["num_queries"] + 1  # header + one row per evaluated query
+  assert len((workdir / f"{name}_predictions.txt").read_text().splitlines()) == len(rows) - 1
+
+  # --mode=label: a summary per training city and a picture.
+  summary = loop.label(config, str(workdir))
+  assert summary["synth_north"]["pairs"] > 0
+  assert list(workdir.glob("labels_synth_north_query*.png"))
+
 
 @pytest.mark.slow
 def test_training_from_tfds_matches_training_from_files(tmp_path):

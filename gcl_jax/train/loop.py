@@ -240,9 +240,8 @@ def _initial_model(config: ml_collections.ConfigDict, data: Data):
   return model
 
 
-def _write_reports(config, name: str, result: dict, details: list, workdir: str) -> None:
+def _write_reports(config, name: str, details: list, workdir: str) -> None:
   """Per-query CSV and MSLS-style prediction file of one evaluated model."""
-  del result
   report.write_per_query_csv(os.path.join(workdir, f"{name}_per_query.csv"), details)
   report.write_predictions(os.path.join(workdir, f"{name}_predictions.txt"), details,
                            k=max(config.eval.ns))
@@ -367,7 +366,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(os.path.join(workdir, "results.md"), "w") as f:
       f.write(visualize.results_markdown(results, ns=tuple(config.eval.ns)))
     _draw(config, details, workdir)
-    _write_reports(config, "trained", trained, details, workdir)
+    _write_reports(config, "trained", details, workdir)
     visualize.plot_recall_curves(results, os.path.join(workdir, "recall_curves.png"))
   logging.info("done in %.1f s; results in %s", time.time() - t_start, results_path)
   return results
@@ -396,7 +395,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   if _is_chief():
     name = f"eval_step{result['step']}_{config.eval.protocol}"
     _write_json(os.path.join(workdir, f"{name}.json"), result)
-    _write_reports(config, name, result, details, workdir)
+    _write_reports(config, name, details, workdir)
     _draw(config, details, workdir)
   return result
 
