@@ -46,7 +46,6 @@ import io
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,11 +60,10 @@ from PIL import Image  # pylint: disable=g-import-not-at-top
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 SIZE = (480, 640)
-DEFAULT_TORCH_PYTHON = "/work/torchref/bin/python"
+import torch_process  # pylint: disable=g-import-not-at-top  (benchmarks/torch_process.py)
 
-
-def emit(**record) -> None:
-  print(json.dumps(record), flush=True)
+emit, find_torch = torch_process.emit, torch_process.find_torch
+DEFAULT_TORCH_PYTHON = torch_process.DEFAULT_TORCH_PYTHON
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -139,46 +137,18 @@ def torch_worker(workers: int, batch_size: int) -> None:
     print(json.dumps({"seconds": seconds, "images": n, "cpu_s": cpu}), flush=True)
 
 
-class TorchTheirs:
+class TorchTheirs(torch_process.TorchProcess):
   """The authors' DataLoader in a subprocess, driven line by line (rounds interleave)."""
 
   def __init__(self, python: str, paths: list[str], workers: int, batch_size: int):
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    self.proc = subprocess.Popen(
-        [python, os.path.abspath(__file__), "--torch_worker", f"--workers={workers}",
-         f"--batch_size={batch_size}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        bufsize=1, env=env)
-    self.proc.stdin.write(json.dumps(paths) + "\n")
-    self.proc.stdin.flush()
-    self.info = self._read()
-
-  def _read(self) -> dict:
-    line = self.proc.stdout.readline()
-    if not line:
-      raise RuntimeError(f"torch worker exited with code {self.proc.wait()}")
-    return json.loads(line)
+    super().__init__(python, __file__, ["--torch_worker", f"--workers={workers}",
+                                        f"--batch_size={batch_size}"],
+                     first_line=json.dumps(paths))
 
   def run(self) -> tuple[float, int, float]:
     """(seconds, images, CPU seconds of the main process and its workers) of one epoch."""
-    self.proc.stdin.write("run\n")
-    self.proc.stdin.flush()
-    out = self._read()
+    out = self.request("run")
     return out["seconds"], out["images"], out["cpu_s"]
-
-  def close(self) -> None:
-    if self.proc.poll() is None:
-      self.proc.stdin.write("quit\n")
-      self.proc.stdin.flush()
-      self.proc.wait(timeout=60)
-
-
-def find_torch(python: str | None) -> str | None:
-  """`python` if it imports torch and torchvision, else None."""
-  if not python or not os.path.exists(python):
-    return None
-  ok = subprocess.run([python, "-c", "import torch, torchvision"], capture_output=True,
-                      check=False)
-  return python if ok.returncode == 0 else None
 
 
 def authors_load(path: str) -> np.ndarray:

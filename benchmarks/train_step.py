@@ -35,17 +35,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from typing import Any
 
+import torch_process  # pylint: disable=g-import-not-at-top  (benchmarks/torch_process.py)
+
+emit, find_torch = torch_process.emit, torch_process.find_torch
+DEFAULT_TORCH_PYTHON = torch_process.DEFAULT_TORCH_PYTHON
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_TORCH_PYTHON = "/work/torchref/bin/python"
-
-
-def emit(**record: Any) -> None:
-  print(json.dumps(record), flush=True)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -121,47 +118,18 @@ def torch_worker(arch: str, pairs: int, height: int, width: int, seed: int) -> N
     print(json.dumps({"seconds": time.perf_counter() - t0, "steps": n, "loss": loss}), flush=True)
 
 
-class TorchReference:
+class TorchReference(torch_process.TorchProcess):
   """The torch step in a subprocess, driven line by line (so rounds can be interleaved)."""
 
   def __init__(self, python: str, arch: str, pairs: int, height: int, width: int, seed: int,
                omp_wait_policy: str = "PASSIVE"):
-    env = dict(os.environ)
-    if omp_wait_policy:
-      env["OMP_WAIT_POLICY"] = omp_wait_policy
-    self.proc = subprocess.Popen(
-        [python, os.path.abspath(__file__), "--torch_worker", f"--arch={arch}",
-         f"--pairs={pairs}", f"--sizes={height}x{width}", f"--seed={seed}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
-    self.info = self._read()
-    self.info["omp_wait_policy"] = env.get("OMP_WAIT_POLICY", "")
-
-  def _read(self) -> dict:
-    line = self.proc.stdout.readline()
-    if not line:
-      raise RuntimeError(f"torch worker exited with code {self.proc.wait()}")
-    return json.loads(line)
+    super().__init__(python, __file__, ["--torch_worker", f"--arch={arch}", f"--pairs={pairs}",
+                                        f"--sizes={height}x{width}", f"--seed={seed}"],
+                     omp_wait_policy)
 
   def run(self, steps: int) -> float:
     """Runs `steps` torch steps; returns seconds per step."""
-    self.proc.stdin.write(f"run {steps}\n")
-    self.proc.stdin.flush()
-    return self._read()["seconds"] / steps
-
-  def close(self) -> None:
-    if self.proc.poll() is None:
-      self.proc.stdin.write("quit\n")
-      self.proc.stdin.flush()
-      self.proc.wait(timeout=60)
-
-
-def find_torch(python: str | None) -> str | None:
-  """`python` if it imports torch and torchvision, else None."""
-  if not python or not os.path.exists(python):
-    return None
-  ok = subprocess.run([python, "-c", "import torch, torchvision"], capture_output=True,
-                      check=False)
-  return python if ok.returncode == 0 else None
+    return self.request(f"run {steps}")["seconds"] / steps
 
 
 # ------------------------------------------------------------------------------------------------
