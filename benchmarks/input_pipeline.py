@@ -3,8 +3,8 @@
 Generates `--size` photo-like JPEGs of 1024x768 in a temporary folder, then measures, interleaved
 in the same run (each round: theirs, then every variant of ours):
 
-* theirs, when a Python with torch + torchvision exists (`--torch_python`, default
-  /work/torchref/bin/python): the authors' path itself (GCL_REFERENCE 3.2) in a subprocess of this
+* theirs, when a Python with torch + torchvision is given (`--torch_python`, default
+  $GCL_TORCH_PYTHON): the authors' path itself (GCL_REFERENCE 3.2) in a subprocess of this
   script (`--torch_worker`): a torch Dataset doing `PIL.Image.open(path).convert('RGB')`,
   torchvision `Resize((480, 640))`, `ToTensor()`, `Normalize(ImageNet)`, in a
   `DataLoader(num_workers=4, batch_size=32, persistent_workers=True)` (one warm-up epoch starts

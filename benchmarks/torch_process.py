@@ -12,7 +12,8 @@ import os
 import subprocess
 from typing import Any
 
-DEFAULT_TORCH_PYTHON = "/work/torchref/bin/python"
+# Interpreter of the PyTorch reference: --torch_python, else $GCL_TORCH_PYTHON (empty: none).
+DEFAULT_TORCH_PYTHON = os.environ.get("GCL_TORCH_PYTHON", "")
 
 
 def emit(**record: Any) -> None:

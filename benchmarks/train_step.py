@@ -6,7 +6,7 @@ images through the shared network), measured with XLA's native convolutions ("na
 `gcl_jax.models.cpu_conv` swapped into every nnx.Conv ("cpu_conv": im2col + GEMM weight
 gradients where measured faster on CPU).
 
-Reference (when a Python with torch + torchvision exists, default /work/torchref/bin/python):
+Reference (when a Python with torch + torchvision is given, --torch_python or $GCL_TORCH_PYTHON):
 the same step in PyTorch, run as a subprocess of this script with that interpreter
 (`--torch_worker`): torchvision resnet50 without avgpool/fc, GeM p=3 (learnable), L2, the
 authors' loss d = ||a - b + 1e-6||, L = psi d^2/2 + (1 - psi) max(0.5 - d, 0)^2/2, mean, SGD

@@ -6,13 +6,14 @@ import pathlib
 import numpy as np
 import pytest
 
+from conftest import SHARED
 from gcl_jax.data.table import ImageTable
 from gcl_jax.evaluation import (CityEval, CityRanking, evaluate_rankings, evaluate_retrieval,
                                 msls_ground_truth)
 
 GOLDEN = json.loads(
     (pathlib.Path(__file__).parent / "data" / "golden_toy_validate.json").read_text())
-SHARED_TOY = pathlib.Path("/work/shared/reference/toy_msls")
+SHARED_TOY = SHARED / "reference" / "toy_msls"
 
 
 def make_table(name: str, rows: list[tuple]) -> ImageTable:

@@ -3,9 +3,9 @@
 NOT run in CI (it needs torch, which is never a dependency of gcl-jax). Regenerate with a
 separate Python 3.11 environment:
 
-    /root/.pyenv/versions/3.11.7/bin/python -m venv /work/torchref
-    /work/torchref/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy safetensors
-    /work/torchref/bin/python tests/data/make_torch_goldens.py
+    python3.11 -m venv ../torchref
+    ../torchref/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy safetensors
+    ../torchref/bin/python tests/data/make_torch_goldens.py
 
 Writes into tests/data/:
   torch_golden_<name>.safetensors  state dicts in the authors' GCL format (`backbone.<child>.*`,
