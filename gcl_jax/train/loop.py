@@ -18,6 +18,7 @@ from gcl_jax.data import at_format, files, msls, pairs as pairs_lib, pipeline
 from gcl_jax.data.table import ImageTable
 from gcl_jax.evaluation import baselines, cache, extract, pca, protocols, report, visualize
 from gcl_jax.labels import io as labels_io
+from gcl_jax.models import build_model
 from gcl_jax.train import checkpoint, sharding, state as state_lib, step as step_lib
 
 
@@ -322,8 +323,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = checkpoint.Checkpointer(workdir, config.train.checkpoint_every_steps,
                                  config.train.max_checkpoints_to_keep)
   resuming = ckpt.latest_step() is not None
+  # A restored checkpoint overwrites every weight: only the structure is needed then.
   model_def, state, tx = state_lib.create_train_state(
-      config, mesh, None if resuming else _initial_model(config, data))
+      config, mesh, build_model(config.model, seed=config.seed) if resuming
+      else _initial_model(config, data))
   logging.info("parameters:\n%s", state_lib.parameter_overview(model_def, state))
   if resuming:
     state = ckpt.restore(state)
@@ -376,13 +379,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   """Evaluates the latest checkpoint in `workdir` on the validation cities (mode=eval)."""
   mesh = sharding.make_mesh()
   data = prepare_data(config, workdir, train=False)
-  model_def, state, _ = state_lib.create_train_state(config, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.train.checkpoint_every_steps)
   if ckpt.latest_step() is not None:
+    model_def, state, _ = state_lib.create_train_state(
+        config, mesh, build_model(config.model, seed=config.seed))
     state = ckpt.restore(state)
   elif config.model.init_checkpoint:
     logging.info("no checkpoint in %s: evaluating the imported weights %s", ckpt.directory,
                  config.model.init_checkpoint)
+    model_def, state, _ = state_lib.create_train_state(config, mesh)
   else:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory} and no "
                             "config.model.init_checkpoint: train first (--mode=train) or give "
