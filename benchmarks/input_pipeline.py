@@ -1,7 +1,9 @@
 """Input pipeline throughput: our tf.data training stream vs the authors' loading path.
 
-Generates `--size` photo-like JPEGs of 1024x768 in a temporary folder, then measures, interleaved
-in the same run (each round: theirs, then every variant of ours):
+For each source size in `--sources` (default 1024x768, the G4 golden's size, where both sides
+resample, and 640x480, MSLS's own frame size, where the resize to 480x640 is a copy), generates
+`--size` photo-like JPEGs in a temporary folder, then measures, interleaved in the same run (each
+round: theirs, then every variant of ours):
 
 * theirs, when a Python with torch + torchvision is given (`--torch_python`, default
   $GCL_TORCH_PYTHON): the authors' path itself (GCL_REFERENCE 3.2) in a subprocess of this
@@ -13,15 +15,16 @@ in the same run (each round: theirs, then every variant of ours):
   `theirs` in the summary says which one ran.
 * ours: `gcl_jax.data.pipeline.pair_batches` over pairs (i, i+1), counting both images, batches
   of `--batch_size` // 2 pairs (= `--batch_size` images), 480x640:
-  - `pil` (headline): the default, float32 normalised batches, bit-exact with the authors;
-  - `pil_uint8`: `normalize=False`, uint8 batches, normalised on the accelerator
-    (`pipeline.normalise_array`), also exact up to XLA's last float bit;
+  - `pil_uint8` (headline): what the trainer streams by default (config.data.normalize_on_device):
+    PIL-exact uint8 batches, normalised on the accelerator bit-identically to the authors'
+    floats (gcl_jax/data/normalise.py; that device work is not part of this host measurement);
+  - `pil`: float32 batches normalised on the host (normalize_on_device=False), the same floats;
   - `tf`: the pure-TF resize (<= 1 grey level off; see the pipeline docstring);
-  - `tfds`: `pil` reading the bytes from a materialised `TfdsSource` store (built here with the
-    gcl_msls builder on a one-city MSLS tree of the same JPEGs) instead of files.
+  - `tfds`: `pil_uint8` reading the bytes from a materialised `TfdsSource` store (built here with
+    the gcl_msls builder on a one-city MSLS tree of the same JPEGs) instead of files.
 * profile: single-threaded cost per image of each stage of ours (read, PIL decode, resize, to
-  NumPy, normalise per batch in NumPy as the pipeline does, and in a TF graph for comparison), to
-  show where the time goes.
+  NumPy, normalise per batch in NumPy as the host-normalised stream does, and in a TF graph for
+  comparison), to show where the time goes.
 * fast_decode: on `--fast_decode_images` 2048x1536 JPEGs (>= 2x the target: where
   `fast_decode=True` applies), the speed-up and the error against the exact path.
 
@@ -30,11 +33,11 @@ sides (theirs runs 4 worker processes + the main one on the same cores). On a ma
 other jobs wall-clock throughput mostly measures the share each side gets, so every run also
 reports CPU efficiency: images per CPU-second actually consumed (user + system time of all threads,
 from /proc; theirs: the DataLoader's main process and its workers), median over rounds, and
-`cpu_ratio_<variant>` = ours / theirs of it. Prints one JSON object per
-line; the LAST line is the summary with `ratio` = ours (pil) / theirs images/s (> 1: ours faster)
-and `ratio_<variant>` for every variant: the median over rounds of each round's ours / that
-round's theirs (a load change between rounds cannot favour one side); `*_images_per_s` are the
-best rounds.
+`cpu_ratio_<variant>` = ours / theirs of it. `ratio_<variant>` is the median over rounds of each
+round's ours / that round's theirs images/s (a load change between rounds cannot favour one side);
+`*_images_per_s_per_core` are the best rounds. Prints one JSON object per line (a
+`source_summary` line per source); the LAST line is the summary: `ratio_<source>` and
+`cpu_ratio_<source>` of the headline variant, and every figure per source under `sources`.
 
     python benchmarks/input_pipeline.py --size 160 --repeats 3
 """
@@ -198,7 +201,7 @@ def run_ours(paths: list[str], pairs_per_batch: int, variant: str, reader=None
   label = np.zeros(len(paths), np.float32)
   kw = dict(batch_size=pairs_per_batch, image_size=SIZE, mean=tuple(MEAN), std=tuple(STD),
             resize_method="tf" if variant == "tf" else "pil", reader=reader,
-            normalize=variant != "pil_uint8")
+            normalize=variant in ("pil", "tf"))
   c0, t0, n = cpu_seconds([os.getpid()]), time.perf_counter(), 0
   for batch in pipeline.pair_batches(p0, p1, label, **kw):
     n += 2 * len(batch["label"])
@@ -261,7 +264,7 @@ def build_tfds(tmp: str, paths: list[str]):
 def profile(paths: list[str], batch_images: int) -> dict:
   """Single-threaded ms per image of each stage of ours (median of the images)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from gcl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from gcl_jax.data import normalise, pipeline  # pylint: disable=g-import-not-at-top
   t = {k: [] for k in ("read", "decode", "resize", "to_numpy")}
   for p in paths:
     t0 = time.perf_counter()
@@ -279,7 +282,7 @@ def profile(paths: list[str], batch_images: int) -> dict:
   ms = {f"{k}_ms": round(float(np.median(v)) * 1e3, 3) for k, v in t.items()}
   batch = np.repeat(arr[None], batch_images, 0)
   tf_norm = tf.function(lambda b: pipeline.normalise(b, MEAN, STD))
-  for name, fn in (("normalise_numpy", lambda: pipeline.normalise_array(batch, MEAN, STD)),
+  for name, fn in (("normalise_numpy", lambda: normalise.normalise_array(batch, MEAN, STD)),
                    ("normalise_tf_graph", lambda: tf_norm(batch).numpy())):
     fn()
     t0 = time.perf_counter()
@@ -290,7 +293,7 @@ def profile(paths: list[str], batch_images: int) -> dict:
   ms["sum_ms"] = round(sum(v for k, v in ms.items() if not k.startswith("normalise_tf")), 3)
   return {"name": "profile_ours_single_thread", "images": len(paths), **ms,
           "note": "sum_ms: read + decode + resize + to_numpy + normalise_numpy (what pil runs); "
-                  "pil_uint8 skips the normalisation"}
+                  "pil_uint8 and tfds skip the normalisation"}
 
 
 def fast_decode_check(tmp: str, n: int) -> dict:
@@ -318,17 +321,75 @@ def fast_decode_check(tmp: str, n: int) -> dict:
 # -------------------------------------------------------------------------------------------- main
 
 
+def measure(tmp: str, paths: list[str], args, variants: list[str], cores: int) -> dict:
+  """Interleaved rounds of theirs and every variant of ours on `paths`; returns the summary."""
+  pairs = args.batch_size // 2
+  for p in paths:  # warm the page cache for both
+    with open(p, "rb") as f:
+      f.read()
+  source, tpaths = None, None
+  if "tfds" in variants:
+    source, tpaths, info = build_tfds(tmp, paths)
+    emit(**info)
+  emit(**profile(paths[:20], args.batch_size))
+  python = find_torch(args.torch_python)
+  if python:
+    theirs = TorchTheirs(python, paths, args.workers, args.batch_size)
+    theirs_name = (f"torch DataLoader ({args.workers} workers, batch {args.batch_size}) + "
+                   "torchvision Resize/ToTensor/Normalize, OMP_WAIT_POLICY=PASSIVE")
+  else:
+    theirs = PoolTheirs(paths, args.workers, args.batch_size)
+    theirs_name = ("stand-in: PIL+NumPy in a multiprocessing Pool (torch not found at "
+                   f"{args.torch_python!r})")
+  emit(name="theirs_setup", theirs=theirs_name, **theirs.info)
+  for v in variants:  # TF start-up and tracing outside the timing
+    run_ours((tpaths if v == "tfds" else paths)[: 2 * pairs], pairs, v,
+             source.read if v == "tfds" else None)
+  best, per_cpu, rounds = {"theirs": 0.0}, {"theirs": []}, {}
+  try:
+    for rnd in range(args.repeats):
+      for v in ["theirs"] + variants:
+        if v == "theirs":
+          seconds, n, cpu = theirs.run()
+        else:
+          seconds, n, cpu = run_ours(tpaths if v == "tfds" else paths, pairs, v,
+                                     source.read if v == "tfds" else None)
+        ips = n / seconds
+        best[v] = max(best.get(v, 0.0), ips)
+        rounds.setdefault(v, []).append(ips)
+        per_cpu.setdefault(v, []).append(n / cpu)
+        emit(name=v if v == "theirs" else f"ours_{v}", round=rnd, images=n,
+             seconds=round(seconds, 3), images_per_s=round(ips, 2),
+             images_per_s_per_core=round(ips / cores, 2), cpu_s=round(cpu, 3),
+             images_per_cpu_s=round(n / cpu, 2))
+  finally:
+    theirs.close()
+  eff = {k: float(np.median(v)) for k, v in per_cpu.items()}
+  # Paired ratios: each round's ours / the same round's theirs (same machine load), median.
+  paired = {v: float(np.median(np.array(rounds[v]) / np.array(rounds["theirs"])))
+            for v in variants}
+  return {"theirs": theirs_name,
+          "theirs_images_per_s_per_core": round(best["theirs"] / cores, 2),
+          **{f"{v}_images_per_s_per_core": round(best[v] / cores, 2) for v in variants},
+          "theirs_images_per_cpu_s": round(eff["theirs"], 2),
+          **{f"{v}_images_per_cpu_s": round(eff[v], 2) for v in variants},
+          **{f"ratio_{v}": round(paired[v], 3) for v in variants},
+          **{f"cpu_ratio_{v}": round(eff[v] / eff["theirs"], 3) for v in variants}}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--size", type=int, default=160, help="number of JPEGs (images)")
+  parser.add_argument("--size", type=int, default=160, help="number of JPEGs (images) per source")
+  parser.add_argument("--sources", default="1024x768,640x480",
+                      help="comma-separated WxH sizes of the source JPEGs; each is measured")
   parser.add_argument("--batch_size", type=int, default=32,
                       help="images per batch (theirs: DataLoader batch; ours: half as many pairs)")
   parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; best kept")
   parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (theirs)")
-  parser.add_argument("--variants", default="pil,pil_uint8,tfds",
-                      help="comma-separated variants of ours (pil, pil_uint8, tfds, tf); pil is "
-                      "the headline")
+  parser.add_argument("--variants", default="pil_uint8,pil,tfds",
+                      help="comma-separated variants of ours (pil_uint8, pil, tfds, tf); "
+                      "pil_uint8 (the trainer's default) is the headline")
   parser.add_argument("--torch_python", default=DEFAULT_TORCH_PYTHON,
                       help="Python with torch + torchvision for the authors' path; '' = stand-in")
   parser.add_argument("--fast_decode_images", type=int, default=6,
@@ -340,68 +401,27 @@ def main() -> None:
     return
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   variants = args.variants.split(",")
-  if "pil" not in variants:
-    variants.insert(0, "pil")
-  pairs = args.batch_size // 2
+  if "pil_uint8" not in variants:
+    variants.insert(0, "pil_uint8")
+  sources = [tuple(int(v) for v in s.split("x")) for s in args.sources.split(",")]
+  results = {}
   with tempfile.TemporaryDirectory() as tmp:
-    t0 = time.perf_counter()
-    paths = make_jpegs(os.path.join(tmp, "jpg"), args.size)
-    emit(name="setup", images=len(paths), jpeg_size=[768, 1024],
-         seconds=round(time.perf_counter() - t0, 2), cores=cores)
-    for p in paths:  # warm the page cache for both
-      with open(p, "rb") as f:
-        f.read()
-    source, tpaths = None, None
-    if "tfds" in variants:
-      source, tpaths, info = build_tfds(tmp, paths)
-      emit(**info)
-    emit(**profile(paths[:20], args.batch_size))
     if args.fast_decode_images:
       emit(**fast_decode_check(tmp, args.fast_decode_images))
-    python = find_torch(args.torch_python)
-    if python:
-      theirs = TorchTheirs(python, paths, args.workers, args.batch_size)
-      theirs_name = (f"torch DataLoader ({args.workers} workers, batch {args.batch_size}) + "
-                     "torchvision Resize/ToTensor/Normalize, OMP_WAIT_POLICY=PASSIVE")
-    else:
-      theirs = PoolTheirs(paths, args.workers, args.batch_size)
-      theirs_name = ("stand-in: PIL+NumPy in a multiprocessing Pool (torch not found at "
-                     f"{args.torch_python!r})")
-    emit(name="theirs_setup", theirs=theirs_name, **theirs.info)
-    for v in variants:  # TF start-up and tracing outside the timing
-      run_ours((tpaths if v == "tfds" else paths)[: 2 * pairs], pairs, v,
-               source.read if v == "tfds" else None)
-    best, per_cpu, rounds = {"theirs": 0.0}, {"theirs": []}, {}
-    try:
-      for rnd in range(args.repeats):
-        for v in ["theirs"] + variants:
-          if v == "theirs":
-            seconds, n, cpu = theirs.run()
-          else:
-            seconds, n, cpu = run_ours(tpaths if v == "tfds" else paths, pairs, v,
-                                       source.read if v == "tfds" else None)
-          ips = n / seconds
-          best[v] = max(best.get(v, 0.0), ips)
-          rounds.setdefault(v, []).append(ips)
-          per_cpu.setdefault(v, []).append(n / cpu)
-          emit(name=v if v == "theirs" else f"ours_{v}", round=rnd, images=n,
-               seconds=round(seconds, 3), images_per_s=round(ips, 2),
-               images_per_s_per_core=round(ips / cores, 2), cpu_s=round(cpu, 3),
-               images_per_cpu_s=round(n / cpu, 2))
-    finally:
-      theirs.close()
-  eff = {k: float(np.median(v)) for k, v in per_cpu.items()}
-  # Paired ratios: each round's ours / the same round's theirs (same machine load), median.
-  paired = {v: float(np.median(np.array(rounds[v]) / np.array(rounds["theirs"])))
-            for v in variants}
+    for width, height in sources:
+      tag = f"{width}x{height}"
+      t0 = time.perf_counter()
+      paths = make_jpegs(os.path.join(tmp, tag, "jpg"), args.size, width, height)
+      emit(name="setup", source=tag, images=len(paths),
+           seconds=round(time.perf_counter() - t0, 2), cores=cores)
+      results[tag] = measure(os.path.join(tmp, tag), paths, args, variants, cores)
+      emit(name="source_summary", source=tag, **results[tag])
+  head = "pil_uint8"
   emit(summary=True, images=args.size, cores=cores, image_size=list(SIZE),
-       batch_images=args.batch_size, theirs=theirs_name,
-       ours_images_per_s=round(best["pil"], 2), theirs_images_per_s=round(best["theirs"], 2),
-       ours_images_per_s_per_core=round(best["pil"] / cores, 2),
-       theirs_images_per_s_per_core=round(best["theirs"] / cores, 2),
-       ratio=round(paired["pil"], 3), **{f"ratio_{v}": round(paired[v], 3) for v in variants},
-       ours_images_per_cpu_s=round(eff["pil"], 2), theirs_images_per_cpu_s=round(eff["theirs"], 2),
-       **{f"cpu_ratio_{v}": round(eff[v] / eff["theirs"], 3) for v in variants})
+       batch_images=args.batch_size, headline=head,
+       **{f"ratio_{t}": r[f"ratio_{head}"] for t, r in results.items()},
+       **{f"cpu_ratio_{t}": r[f"cpu_ratio_{head}"] for t, r in results.items()},
+       sources=results)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.image_size = (480, 640)  # (H, W) after resizing; aspect ratio is not kept (authors).
   c.data.mean = (0.485, 0.456, 0.406)  # ImageNet normalisation, RGB in [0, 1].
   c.data.std = (0.229, 0.224, 0.225)
+  # True: the input pipeline ships uint8 batches and the accelerator normalises them (4x fewer
+  # bytes, no float work on the host CPUs); False: float32 batches normalised on the host. Both
+  # give the same floats bit for bit (gcl_jax/data/normalise.py).
+  c.data.normalize_on_device = True
   c.data.shuffle_buffer = 0  # 0: pairs are already in random order per epoch (sampler).
 
   # ---- graded labels ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_same_descriptors_for_any_batch_size_and_device_count(tmp_path):
   for devices, batch_size in ((1, 1), (1, 5), (8, 8), (8, 3), (8, 32)):
     mesh = sharding.make_mesh(devices)
     model_def, state, _ = state_lib.create_train_state(config, mesh)
-    embed = step_lib.make_embed_step(model_def, mesh)
+    embed = step_lib.make_embed_step(model_def, mesh, config.data.mean, config.data.std)
     config.eval.batch_size = batch_size
     results.append(extract.extract_descriptors(embed, state.params, state.model_state, paths,
                                                config, mesh))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcl_jax.data import pipeline
+from gcl_jax.data import normalise, pipeline
 
 MEAN, STD = pipeline.IMAGENET_MEAN, pipeline.IMAGENET_STD
 # One grey level of PIL's uint8 output, in normalised units (smallest std).
@@ -229,7 +229,7 @@ def test_uint8_stream_and_exact_normalisation(tmp_path):
       x = r[k].astype(np.float32)
       torch_like = (x / np.float32(255) - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
       np.testing.assert_array_equal(n[k], torch_like)
-      np.testing.assert_array_equal(pipeline.normalise_array(r[k], MEAN, STD), torch_like)
+      np.testing.assert_array_equal(normalise.normalise_array(r[k], MEAN, STD), torch_like)
   images = np.concatenate([b["image"] for b in pipeline.image_batches(
       paths, batch_size=3, image_size=(12, 16), mean=MEAN, std=STD, normalize=False)])
   np.testing.assert_array_equal(images[:4], np.stack(want))

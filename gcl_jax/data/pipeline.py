@@ -24,14 +24,14 @@ Two back-ends (`resize_method`):
   and antialias=False by up to 52 levels.
 
 Elements carry uint8 images; ToTensor + Normalize run once per batch (same arithmetic as per
-image, 4x less copying between stages), in NumPy (`normalise_array`): true float32 divisions, as
-torch's ToTensor + Normalize, hence bit-identical to the authors' float tensors. (In a TF graph,
-Grappler turns the divisions by constants into multiplications by reciprocals: `normalise` inside
-tf.data/tf.function differs by 1 ulp (<= 7.2e-7) on ~60 % of the values; eager TF is exact. XLA does
-the same on device: `normalise_array(..., xp=jnp)` under jit is within 4.8e-7.) Normalising costs
-about as much CPU as decoding a 1024x768 JPEG (benchmarks/input_pipeline.py, profile line): with
+image, 4x less copying between stages) with `gcl_jax.data.normalise.normalise_array`: true float32
+divisions in NumPy, as torch's, hence bit-identical to the authors' float tensors (inside a TF graph
+Grappler would turn them into reciprocal multiplications, 1 ulp off). Normalising costs about as
+much host CPU as decoding a 1024x768 JPEG (benchmarks/input_pipeline.py, profile line): with
 ``normalize=False`` the streams yield the uint8 batches themselves (4x fewer bytes to the
-accelerator) and the consumer applies `normalise_array` on device (within 1 ulp, see above).
+accelerator) and the consumer normalises them on device with
+`gcl_jax.data.normalise.normalise_on_device`, also bit-identical (a 256-level lookup table). The
+trainer and the descriptor extraction do so by default (config.data.normalize_on_device).
 
 Where the bytes come from: by default ``tf.io.read_file(path)`` (local or gs://). Every reading
 function also takes ``reader``, a Python callable path -> encoded bytes (e.g.
@@ -68,6 +68,7 @@ import numpy as np
 import tensorflow as tf
 
 from gcl_jax.data import files
+from gcl_jax.data.normalise import normalise_array
 
 tf.config.set_visible_devices([], "GPU")
 
@@ -214,23 +215,6 @@ def normalise(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
   """[0, 255] (uint8 or float) -> (x / 255 - mean) / std (ToTensor + Normalize), float32."""
   image = tf.cast(image, tf.float32)
   return (image / 255.0 - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-
-
-def normalise_array(image, mean: Sequence[float], std: Sequence[float], xp=np):
-  """(x / 255 - mean) / std in float32 with NumPy (xp=np) or on device (xp=jax.numpy).
-
-  Use it on the uint8 batches of `pair_batches(..., normalize=False)`, inside the jitted step.
-  NumPy does true float32 divisions (torch's arithmetic, bit-exact); XLA may replace them with
-  reciprocal multiplications (within 1 ulp). NumPy works in place on one float32 copy.
-  """
-  if xp is np:
-    x = np.asarray(image).astype(np.float32)
-    np.divide(x, np.float32(255.0), out=x)
-    np.subtract(x, np.asarray(mean, np.float32), out=x)
-    np.divide(x, np.asarray(std, np.float32), out=x)
-    return x
-  x = image.astype(xp.float32)
-  return (x / xp.float32(255.0) - xp.asarray(mean, xp.float32)) / xp.asarray(std, xp.float32)
 
 
 def normalise_batch(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
@@ -410,7 +394,7 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
     skip_report: filled when errors="skip".
     reader: optional path -> bytes callable replacing `tf.io.read_file` (e.g. `TfdsSource.read`
       for `tfds://` paths); decoding is unchanged.
-    normalize: False yields uint8 images; normalise them with `normalise_array` (on device).
+    normalize: False yields uint8 images; normalise them with `normalise.normalise_on_device`.
     fast_decode: DCT-scaled JPEG decoding (see the module docstring; not bit-exact).
     num_parallel_calls: parallel image loads (default AUTOTUNE).
 

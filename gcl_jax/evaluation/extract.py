@@ -33,7 +33,8 @@ def extract_descriptors(embed: Callable, params, model_state, paths: Sequence[st
   mine = pipeline.host_indices(len(padded), batch_size)
   batches = pipeline.image_batches(list(padded[mine]), batch_size=batch_size // jax.process_count(),
                                    image_size=config.data.image_size, mean=config.data.mean,
-                                   std=config.data.std)
+                                   std=config.data.std,
+                                   normalize=not config.data.normalize_on_device)
   out = []
   for batch in tqdm(batches, total=num_batches, desc=desc, unit="batch", leave=False,
                     disable=jax.process_index() != 0):

@@ -139,7 +139,8 @@ def pair_stream(config: ml_collections.ConfigDict, cities: list[pairs_lib.CityPa
       p0, p1 = ep.paths(cities)
       yield from pipeline.pair_batches(p0[idx], p1[idx], ep.label[idx], batch_size=local_bs,
                                        image_size=config.data.image_size, mean=config.data.mean,
-                                       std=config.data.std)
+                                       std=config.data.std,
+                                       normalize=not config.data.normalize_on_device)
     steps_done += n_steps
     epoch += 1
 
@@ -333,7 +334,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("resumed from %s at step %d", ckpt.directory, int(state.step))
   start_step = int(jax.device_get(state.step))
 
-  embed = step_lib.make_embed_step(model_def, mesh)
+  embed = step_lib.make_embed_step(model_def, mesh, config.data.mean, config.data.std)
   describe_with = lambda st: _describer(config, mesh, embed, st, workdir, ckpt.directory)
 
   results_path = os.path.join(workdir, "results.json")
@@ -392,7 +393,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory} and no "
                             "config.model.init_checkpoint: train first (--mode=train) or give "
                             "weights to evaluate")
-  embed = step_lib.make_embed_step(model_def, mesh)
+  embed = step_lib.make_embed_step(model_def, mesh, config.data.mean, config.data.std)
   result, details = evaluate(config, data,
                              _describer(config, mesh, embed, state, workdir, ckpt.directory))
   result["step"] = int(jax.device_get(state.step))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +11,7 @@ import optax
 from flax import nnx
 
 from gcl_jax import losses
+from gcl_jax.data.normalise import normalise_on_device
 from gcl_jax.train import sharding
 from gcl_jax.train.state import ModelDef, TrainState
 
@@ -20,17 +21,21 @@ def make_train_step(model_def: ModelDef, config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns step(state, batch) -> (state, metrics); batch = {im0, im1, label} sharded on `data`.
 
+  Images are float32 (normalised by the input pipeline) or uint8 (normalised here, bit-identically,
+  with config.data.mean / std; see `gcl_jax.data.normalise`).
+
   Both images of a pair go through the same network in two calls (shared weights), as in the
   authors' siamese network, so BatchNorm normalises each branch with its own statistics. The
   loss is the mean of the per-pair losses over the global batch.
   """
   loss_fn_per_pair = losses.get_loss(config.loss.name)
   margin = float(config.loss.margin)
+  mean, std = tuple(config.data.mean), tuple(config.data.std)
 
   def loss_fn(params, model_state, batch):
     model = nnx.merge(model_def.train_graphdef, params, model_state)
-    d0 = model(batch["im0"])
-    d1 = model(batch["im1"])
+    d0 = model(normalise_on_device(batch["im0"], mean, std))
+    d1 = model(normalise_on_device(batch["im1"], mean, std))
     per_pair = loss_fn_per_pair(d0, d1, batch["label"], margin)
     new_model_state = nnx.as_pure(nnx.state(model, nnx.Not(nnx.Param)))
     return jnp.mean(per_pair), (per_pair, new_model_state)
@@ -79,11 +84,17 @@ def make_train_step(model_def: ModelDef, config: ml_collections.ConfigDict,
                  out_shardings=(rep, rep), donate_argnums=(0,))
 
 
-def make_embed_step(model_def: ModelDef, mesh: jax.sharding.Mesh) -> Callable:
-  """Returns embed(params, model_state, images) -> descriptors, in evaluation mode."""
+def make_embed_step(model_def: ModelDef, mesh: jax.sharding.Mesh, mean: Sequence[float],
+                    std: Sequence[float]) -> Callable:
+  """Returns embed(params, model_state, images) -> descriptors, in evaluation mode.
+
+  uint8 images are normalised with `mean` / `std` first; float32 images are used as they are.
+  """
+  mean, std = tuple(mean), tuple(std)
 
   def embed(params, model_state, images):
-    return nnx.merge(model_def.eval_graphdef, params, model_state)(images)
+    model = nnx.merge(model_def.eval_graphdef, params, model_state)
+    return model(normalise_on_device(images, mean, std))
 
   rep = sharding.replicated(mesh)
   return jax.jit(embed, in_shardings=(rep, rep, sharding.batch_sharded(mesh)),
