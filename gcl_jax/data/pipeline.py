@@ -26,10 +26,10 @@ Two back-ends (`resize_method`):
 Elements carry uint8 images; ToTensor + Normalize run once per batch (same arithmetic as per
 image, 4x less copying between stages) with `gcl_jax.data.normalise.normalise_array`: true float32
 divisions in NumPy, as torch's, hence bit-identical to the authors' float tensors (inside a TF graph
-Grappler would turn them into reciprocal multiplications, 1 ulp off). Normalising costs about as
-much host CPU as decoding a 1024x768 JPEG (benchmarks/input_pipeline.py, profile line): with
-``normalize=False`` the streams yield the uint8 batches themselves (4x fewer bytes to the
-accelerator) and the consumer normalises them on device with
+Grappler would turn them into reciprocal multiplications, 1 ulp off). Normalising costs 3.5 ms of
+host CPU per 480x640 image, more than decoding a 640x480 JPEG (2 ms; benchmarks/input_pipeline.py,
+profile lines): with ``normalize=False`` the streams yield the uint8 batches themselves (4x fewer
+bytes to the accelerator) and the consumer normalises them on device with
 `gcl_jax.data.normalise.normalise_on_device`, also bit-identical (a 256-level lookup table). The
 trainer and the descriptor extraction do so by default (config.data.normalize_on_device).
 
