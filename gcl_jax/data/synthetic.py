@@ -1309,18 +1309,24 @@ def render_view(city: City, camera: Camera, condition: Condition, height: int, w
     return np.flatnonzero(np.linalg.norm(circles[:, :2] - cpos, axis=1) < 150.0)
 
   cols = np.arange(W)
+
+  def nearest_first(t_in: np.ndarray, passes: int):
+    """Per pass, each column's nearest circle not taken yet: yields (j, t, ok), t = 1 where the
+    column has none left (ok False); stops early once no column has one."""
+    for _ in range(passes):
+      j = np.argmin(t_in, axis=1)
+      t = t_in[cols, j]
+      t_in[cols, j] = np.inf
+      ok = np.isfinite(t)
+      if not ok.any():
+        return
+      yield j, np.where(ok, t, 1.0), ok
+
   idx_c = nearest(city.cyl) if len(city.cyl) else np.zeros(0, np.int64)
   if len(idx_c):
     cz = city.cyl[idx_c]
     t_in, _, _ = circle_hits(cz)
-    for k in range(min(2, len(idx_c))):
-      j = np.argmin(t_in, axis=1)
-      tk = t_in[cols, j]
-      t_in[cols, j] = np.inf
-      ok = np.isfinite(tk)
-      if not ok.any():
-        break
-      tks = np.where(ok, tk, 1.0)
+    for j, tks, ok in nearest_first(t_in, min(2, len(idx_c))):
       idx = band(tks, cz[j, 3], cz[j, 4], ok)
       c = idx % W
       win = tks[c] < depth[idx]
@@ -1334,14 +1340,7 @@ def render_view(city: City, camera: Camera, condition: Condition, height: int, w
     t_in, along, perp = circle_hits(cr)
     leaf = _noise(2)
     thr = {"summer": 0.38, "autumn": 0.45, "winter": 0.62}[condition.season]
-    for k in range(min(2, len(idx_t))):
-      j = np.argmin(t_in, axis=1)
-      tk = t_in[cols, j]
-      t_in[cols, j] = np.inf
-      ok = np.isfinite(tk)
-      if not ok.any():
-        break
-      tks = np.where(ok, tk, 1.0)
+    for j, tks, ok in nearest_first(t_in, min(2, len(idx_t))):
       tmid = np.where(ok, along[cols, j] / dn, 1.0)
       q = np.clip(perp[cols, j] / cr[j, 2], -1, 1)
       e = cr[j, 4] * np.sqrt(1 - q ** 2)
