@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from typing import Any
 
@@ -22,8 +23,10 @@ def emit(**record: Any) -> None:
 
 
 def find_torch(python: str | None) -> str | None:
-  """`python` if it imports torch and torchvision, else None."""
-  if not python or not os.path.exists(python):
+  """`python` (a path, or a command on PATH such as python3) as an absolute path if it imports
+  torch and torchvision, else None."""
+  python = shutil.which(python) if python else None
+  if not python:
     return None
   ok = subprocess.run([python, "-c", "import torch, torchvision"], capture_output=True,
                       check=False)
