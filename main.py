@@ -19,9 +19,11 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results (label mode: "
                     "where the picture goes, default the current directory).")
-flags.DEFINE_enum("mode", "train", ["train", "label", "eval"],
+flags.DEFINE_enum("mode", "train", ["train", "label", "eval", "compare"],
                   "train: train and evaluate (resumes from workdir); label: compute graded "
-                  "labels of the training cities; eval: evaluate the latest checkpoint.")
+                  "labels of the training cities; eval: evaluate the latest checkpoint; compare: "
+                  "train every loss variant and seed of config.compare on one budget and "
+                  "summarise them.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -36,18 +38,23 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  from gcl_jax.train import loop, sharding  # pylint: disable=g-import-not-at-top
-  sharding.maybe_initialize_distributed()
+  # pylint: disable=g-import-not-at-top
+  from gcl_jax import parallel
+  from gcl_jax.train import compare, datasets, train
+  # pylint: enable=g-import-not-at-top
+  parallel.maybe_initialize_distributed()
   config = FLAGS.config
   if FLAGS.mode == "label":
-    loop.label(config, FLAGS.workdir or ".")
+    datasets.label(config, FLAGS.workdir or ".")
     return
   if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required for --mode=train and --mode=eval")
+    raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
   if FLAGS.mode == "train":
-    loop.train_and_evaluate(config, FLAGS.workdir)
+    train.train_and_evaluate(config, FLAGS.workdir)
+  elif FLAGS.mode == "compare":
+    compare.compare(config, FLAGS.workdir)
   else:
-    loop.evaluate_checkpoint(config, FLAGS.workdir)
+    train.evaluate_checkpoint(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

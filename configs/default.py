@@ -18,8 +18,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   # Where the images come from: "msls" (data.root in the MSLS layout, train_val/<city>/...),
   # "tfds" (a dataset prepared once with `python -m gcl_jax.data.tfds_builders gcl_msls`, local or
-  # gs://) or "at_format" (images/<split>/{database,queries}/@east@north@...@.jpg; evaluation).
+  # gs://), "at_format" (images/<split>/{database,queries}/@east@north@...@.jpg; evaluation),
+  # "sevenscenes" (data.root = ONE 7-Scenes scene folder: TrainSplit.txt, TestSplit.txt, seq-NN/;
+  # the scene is the one "city"; trains on split "train", evaluates data.eval_split="test") or
+  # "json_index" (the authors' JSON index files with 6-DoF `poses`: data.train_index,
+  # data.eval_index, image paths relative to data.root). The two 6-DoF formats need
+  # labels.kind="pose3d" to train and ignore data.train_cities / data.val_cities; their evaluation
+  # searches the evaluation frames (queries) in the training frames (database), positives within
+  # eval.radius_m of the camera centre on data.ground_axes: set eval.radius_m to the scene's scale
+  # (e.g. 0.5 m) and eval.protocol="at_format" (every query counts, the historical 7-Scenes rule)
+  # or "msls_per_city" (queries without a positive within the radius are left out).
   c.data.format = "msls"
+  c.data.train_index = ""  # data.format="json_index": the training frames' index file ...
+  c.data.eval_index = ""  # ... and the evaluation queries' (the database is the training frames).
+  # 6-DoF formats: world axes (a, b) of the poses used as (east, north) for ImageTable.utm and
+  # heading (gcl_jax/data/sevenscenes.py; (0, 2) is the ground plane of a level first camera).
+  c.data.ground_axes = (0, 1)
   c.data.tfds_name = "gcl_msls"  # data.format="tfds": the prepared dataset ...
   c.data.tfds_data_dir = ""  # ... its TFDS data_dir (empty: TFDS's default) ...
   # ... and a local folder where its JPEG bytes are materialised once for random access
@@ -27,14 +41,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.tfds_cache_dir = ""
   c.data.root = ""  # Dataset root (local path or gs://). Empty: use the synthetic world below.
   # Synthetic world (MSLS layout) generated under <workdir>/data when data.root is empty.
-  # Keys are fields of gcl_jax.data.synthetic.WorldConfig; empty dict = its defaults.
+  # Keys are fields of gcl_jax.synthetic.WorldConfig; empty dict = its defaults.
   c.data.synthetic = ml_collections.ConfigDict()
   c.data.train_cities = ("trondheim", "london", "boston", "melbourne", "amsterdam", "helsinki",
                          "tokyo", "toronto", "saopaulo", "moscow", "zurich", "paris", "bangkok",
                          "budapest", "austin", "berlin", "ottawa", "phoenix", "goa", "amman",
                          "nairobi", "manila")  # The 22 MSLS training cities.
   c.data.val_cities = ("cph", "sf")  # Cities evaluated (MSLS format).
-  # Split evaluated: MSLS "train_val" (val cities live there) or "test"; @-format "val"/"test".
+  # Split evaluated: MSLS "train_val" (val cities live there) or "test"; @-format "val"/"test";
+  # 7-Scenes "test".
   c.data.eval_split = "train_val"
   c.data.image_size = (480, 640)  # (H, W) after resizing; aspect ratio is not kept (authors).
   c.data.mean = (0.485, 0.456, 0.406)  # ImageNet normalisation, RGB in [0, 1].
@@ -43,11 +58,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # bytes, no float work on the host CPUs); False: float32 batches normalised on the host. Both
   # give the same floats bit for bit (gcl_jax/data/normalise.py).
   c.data.normalize_on_device = True
-  c.data.shuffle_buffer = 0  # 0: pairs are already in random order per epoch (sampler).
+  # Resizing: "pil" (PIL bilinear inside tf.data, bit-exact with the authors) or "tf" (pure TF
+  # ops, within 1 grey level; see gcl_jax/data/pipeline.py).
+  c.data.resize_method = "pil"
+  # DCT-scaled JPEG decoding of sources at least twice the image size ("pil" only; faster on
+  # large photos, not bit-exact). Applies to training and evaluation.
+  c.data.fast_decode = False
+  c.data.augment_colour = False  # Colour jitter of training images (the authors do not augment).
+  # An unreadable training image: "error" stops training naming the file; "skip" drops the pair,
+  # logs the file and counts it (`skipped_pairs` in metrics.jsonl). Evaluation always stops.
+  c.data.bad_images = "error"
 
   # ---- graded labels ------------------------------------------------------------------------
   c.labels = ml_collections.ConfigDict()
-  c.labels.kind = "fov"  # "fov": 2-D field-of-view overlap from UTM + compass heading.
+  # "fov": 2-D field-of-view overlap from UTM + compass heading (data.format msls / tfds);
+  # "pose3d": 3-D overlap of 6-DoF camera poses (data.format sevenscenes / json_index;
+  # gcl_jax/labels/pose3d.py): queries = database = the training frames, never paired with
+  # themselves; cached as <labels.dir>/<scene>_pose3d.npz.
+  c.labels.kind = "fov"
   c.labels.dir = ""  # Where label tables are cached; empty: <data.root>/labels.
   c.labels.radius_m = 50.0  # Radius r of each camera's field-of-view sector (metres).
   c.labels.fov_deg = 90.0  # Opening angle theta of the sector (degrees).
@@ -55,6 +83,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.labels.cutoff_factor = 2.0  # psi = 0 beyond cutoff_factor * radius_m (2 = exact bound).
   c.labels.pos_dist_m = 10.0  # Binary `sim` label: positive within this distance ...
   c.labels.neg_dist_m = 25.0  # ... negative beyond this one, ambiguous in between (MSLS).
+  # labels.kind="pose3d": camera intrinsics, a preset ("7scenes": the depth camera, fx = fy = 585,
+  # 640x480; "7scenes_color": fx = fy = 525) or "fx,fy,cx,cy,width,height" in pixels.
+  c.labels.pose3d_intrinsics = "7scenes"
+  c.labels.pose3d_positive_above = 0.5  # Binary `sim` label: positive where psi > this.
+  # True: back-project each frame's depth map (frame-XXXXXX.depth.png beside the colour image)
+  # when every training frame has one (some but not all: an error); otherwise, and when False, the
+  # frustum-volume overlap from poses alone. Depth maps are held in memory while labelling.
+  c.labels.pose3d_use_depth = False
+  # Depth measure: a point counts only where the other frame's depth agrees within this many
+  # metres (occlusion check); None: no check.
+  c.labels.pose3d_depth_tolerance_m = ml_collections.config_dict.placeholder(float)
+  c.labels.pose3d_max_range_m = 5.0  # Frustum measure: depth range sampled (metres).
+  c.labels.pose3d_stride = 4  # Pixel sampling step (frustum measure: 4x this).
+  c.labels.pose3d_symmetric = "mean"  # psi of (a, b) and (b, a): "mean", "min", "max" or "none".
 
   # ---- pair sampler (one pair per query per epoch) --------------------------------------------
   c.sampler = ml_collections.ConfigDict()
@@ -98,8 +140,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ---- loss ----------------------------------------------------------------------------------
   c.loss = ml_collections.ConfigDict()
-  c.loss.name = "gcl"  # "gcl" (graded psi) or "contrastive" (binary `sim` labels).
-  c.loss.margin = 0.5  # tau.
+  # "gcl" (graded psi), "contrastive" (binary `sim` labels, the authors' CL baseline) or "triplet"
+  # (the MSLS toolkit's baseline: query, nearest positive and hard negatives mined with the
+  # current model; see loss.mining).
+  c.loss.name = "gcl"
+  c.loss.margin = 0.5  # tau of gcl / contrastive.
+  # Hard-negative mining of the triplet loss (gcl_jax/data/mining.py; MSLS toolkit defaults).
+  # Training walks the queries of each epoch in sub-caches of cache_queries; for each sub-cache
+  # the current model embeds its queries, their positives and num_negative_samples random
+  # database images, and keeps per query the nearest positive and the num_negatives hardest
+  # negatives. The tuples are trained on once; then the next sub-cache is mined.
+  c.loss.mining = ml_collections.ConfigDict()
+  c.loss.mining.num_negatives = 5
+  c.loss.mining.cache_queries = 1000
+  c.loss.mining.num_negative_samples = 1000
+  # The toolkit's --margin m: its triplet loss and its mining rule use sqrt(m) (0.316 for 0.1) as
+  # the margin between distances.
+  c.loss.mining.margin = 0.1
+  c.loss.mining.pos_dist_m = 10.0  # Positives: database images within this distance ...
+  c.loss.mining.neg_dist_m = 25.0  # ... negatives: farther than this (or in another city).
+  # Which queries of a sub-cache are kept: "toolkit" (its rule, as written) or "violating" (the
+  # hardest negative violates the margin: the tuple has a non-zero loss).
+  c.loss.mining.keep_rule = "toolkit"
 
   # ---- optimiser -------------------------------------------------------------------------------
   c.optimizer = ml_collections.ConfigDict()
@@ -122,6 +184,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.log_every_steps = 50  # Writes <workdir>/metrics.jsonl and a progress line.
   c.train.checkpoint_every_steps = 1000  # Orbax checkpoint in <workdir>/checkpoints.
   c.train.max_checkpoints_to_keep = 3
+  # > 0: also evaluate every this many steps (and at the end), appending Recall@N with the images
+  # seen so far to <workdir>/eval_curve.jsonl (the data-efficiency curve of --mode=compare).
+  c.train.eval_every_steps = 0
 
   # ---- evaluation -------------------------------------------------------------------------------
   c.eval = ml_collections.ConfigDict()
@@ -147,4 +212,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.pca_num_fit = 10000
   c.eval.cache_descriptors = True  # Reuse descriptors in <workdir>/descriptors (keyed by step,
   # model config, image size and image list).
+
+  # ---- --mode=compare (gcl_jax/train/compare.py) ----------------------------------------------
+  c.compare = ml_collections.ConfigDict()
+  c.compare.losses = "gcl,contrastive,triplet"  # Loss variants (config.loss.name), comma-separated.
+  c.compare.seeds = 3  # Runs per variant, with seeds config.seed, config.seed + 1, ...
+  # Images through the backward pass of every run; 0: the base config's train.num_steps x
+  # train.batch_size pairs x 2 images. Each variant gets the steps that spend it.
+  c.compare.budget_images = 0
+  c.compare.num_evals = 4  # Evaluations along each run (the data-efficiency curve).
+  # An @-format dataset (e.g. VPR-Bench's Corridor) on which every final model is evaluated
+  # zero-shot (protocol at_format, split compare.transfer_split); empty: none.
+  c.compare.transfer_root = ""
+  c.compare.transfer_split = "test"
   return c

@@ -13,7 +13,7 @@ def get_config(arg: str | None = None):
   del arg
   c = default.get_config()
   c.data.root = ""  # Generated under <workdir>/data/synthetic_msls.
-  # Fields of gcl_jax.data.synthetic.WorldConfig (the world's cities are data.*_cities).
+  # Fields of gcl_jax.synthetic.WorldConfig (the world's cities are data.*_cities).
   c.data.synthetic.image_height = 64
   c.data.synthetic.image_width = 96
   c.data.synthetic.seed = 0

@@ -15,6 +15,11 @@ def maybe_initialize_distributed() -> None:
     pass  # single process: nothing to coordinate
 
 
+def is_chief() -> bool:
+  """True on the process that writes files and summaries (process 0)."""
+  return jax.process_index() == 0
+
+
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   """Mesh with one axis `data` over the first num_devices devices (default: all)."""
   devices = jax.devices()

@@ -19,7 +19,6 @@ them (ml_collections config_flags, locked config), so a wrong type fails here, n
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import os
@@ -34,11 +33,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
+from absl import flags  # noqa: E402  pylint: disable=g-import-not-at-top
 import ml_collections  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from configs import sweeps  # noqa: E402  pylint: disable=g-import-not-at-top
+from gcl_jax import cli  # noqa: E402  pylint: disable=g-import-not-at-top
 
 SBATCH_SCRIPT = os.path.join("launch", "slurm.sbatch")
+LAUNCHERS = ("print", "local", "slurm")
+
+_CLI = cli.Command("launch/sweep.py", __doc__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +99,6 @@ def check_key(config: ml_collections.ConfigDict, key: str, config_arg: str) -> N
 
 def parse_main_args(main_args: Sequence[str]) -> ml_collections.ConfigDict:
   """Parses --config / --config.* flags exactly as main.py does; returns the resulting config."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   argv = ["main.py", *main_args]
@@ -195,25 +198,45 @@ def launch(runs: Sequence[Run], launcher: str, sweep: str, sbatch_args: str = ""
       print(shlex.join(cmd), flush=True)
       rc = max(rc, subprocess.run(cmd, cwd=REPO, check=False).returncode)
     return rc
-  raise ValueError(f"unknown launcher {launcher!r}; choose print, local or slurm")
+  raise ValueError(f"unknown launcher {launcher!r}; choose {', '.join(LAUNCHERS)}")
+
+
+def _define_flags() -> flags.FlagValues:
+  """The command line's flags, on their own FlagValues (parse_main_args builds main.py's)."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("config", None, "configs/x.py[:preset]", flag_values=fv, required=True)
+  flags.DEFINE_string("sweep", None, f"one of {', '.join(sorted(sweeps.SWEEPS))}",
+                      flag_values=fv, required=True)
+  flags.DEFINE_string("workdir_root", None, "runs go to <root>/<run name>", flag_values=fv,
+                      required=True)
+  flags.DEFINE_enum("launcher", "print", LAUNCHERS, "print the commands, run them here one "
+                    "after the other, or submit each with sbatch", flag_values=fv)
+  flags.DEFINE_string("sbatch_args", "", "extra sbatch options (slurm launcher)",
+                      flag_values=fv)
+  return fv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", required=True, help="configs/x.py[:preset]")
-  parser.add_argument("--sweep", required=True, help=f"one of {sorted(sweeps.SWEEPS)}")
-  parser.add_argument("--workdir_root", required=True, help="runs go to <root>/<run name>")
-  parser.add_argument("--launcher", choices=("print", "local", "slurm"), default="print")
-  parser.add_argument("--sbatch_args", default="", help="extra sbatch options (slurm launcher)")
-  args, extra = parser.parse_known_args(argv)
+  """Command-line entry point.
+
+  Args:
+    argv: the arguments after the program name (default sys.argv[1:]).
+
+  Returns:
+    The exit status: 0 when every run succeeded (or was printed / submitted), 2 on a bad
+    command line or override (before anything starts), else the failing runs' status.
+  """
+  fv = _define_flags()
+  extra = _CLI.parse(fv, argv, positional=True, known_only=True)
+  if isinstance(extra, int):
+    return extra
   try:
-    runs = expand(args.config, args.sweep, args.workdir_root, parse_extra(extra))
+    runs = expand(fv.config, fv.sweep, fv.workdir_root, parse_extra(extra))
   except (KeyError, ValueError, FileNotFoundError) as e:
     msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-  return launch(runs, args.launcher, args.sweep, args.sbatch_args)
+    return _CLI.error(str(msg), 2)
+  return launch(runs, fv.launcher, fv.sweep, fv.sbatch_args)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -24,6 +24,7 @@ def data_dir() -> pathlib.Path:
 
 @pytest.fixture
 def shared_dir() -> pathlib.Path:
+  """Only for the real image sets under ../shared/data, too large to copy into tests/data."""
   if not SHARED.is_dir():
     pytest.skip(f"{SHARED} (the project's shared reference data) is not present")
   return SHARED

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gcl_jax.data import at_format
-from gcl_jax.data.msls import DatasetError
+from gcl_jax.types import DatasetError
 
 
 def _touch(directory, names):

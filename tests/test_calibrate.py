@@ -9,7 +9,8 @@ import pytest
 from gcl_jax.labels import city_pair_table
 from gcl_jax.labels.calibrate import calibrate, calibrate_h5, main
 from gcl_jax.labels.h5 import read_gt_h5, write_gt_h5
-from gcl_jax.labels.synthetic_city import street_city, write_msls_city
+from gcl_jax.data.msls import read_msls_city, write_msls_city
+from gcl_jax.labels.synthetic_city import street_city
 
 TRUE = {"radius_m": 40.0, "fov_deg": 70.0, "normalization": "iou", "cutoff_factor": 1.0}
 
@@ -27,7 +28,8 @@ def city(tmp_path_factory):
 
 def test_recovers_known_parameters(city):
   root, h5, _, _ = city
-  results = calibrate_h5(str(h5), str(root), "toyville")
+  query, database = read_msls_city(str(root), "toyville")  # the tables as written to disk.
+  results = calibrate_h5(str(h5), query, database)
   assert len(results) == 7 * 6 * 2 * 2  # the full grid of GCL_REFERENCE.md 2.3.
   best = results[0]
   assert best.params() == TRUE
@@ -64,6 +66,32 @@ def test_command_line_prints_agreement(city, capsys):
   assert (best["radius_m"], best["fov_deg"], best["normalization"], best["cutoff_factor"]) == (
       40.0, 70.0, "iou", 1.0)
   assert best["mae"] < 1e-6
+
+
+def test_command_line_help(capsys):
+  assert main(["--help"]) == 0
+  out = capsys.readouterr().out
+  assert "--h5" in out and "(default: '25.0,30.0,40.0,50.0,60.0,75.0,100.0')" in out
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["--city=toyville"], 2, "flag --h5=None: Flag --h5 must have a value"),
+    (["--radii=30,x"], 2, "flag --radii=30,x: could not convert string to float: 'x'"),
+    (["--fovs="], 2, "flag --fovs=: needs at least one number"),
+    (["--normalizations=ratio,cos"], 2, "each must be one of ratio,iou"),
+    (["--top=0"], 2, "flag --top=0: 0 is not a positive integer"),
+    (["--city=nowhere"], 1, "train_val/nowhere/query: directory not found"),
+])
+def test_command_line_errors(city, capsys, argv, status, message):
+  """A bad command line prints one line naming the fault and returns non-zero, no traceback."""
+  root, h5, _, _ = city
+  base = [] if argv == ["--city=toyville"] else [f"--h5={h5}", "--city=toyville"]
+  assert main([*base, f"--root={root}", *argv]) == status
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  err = captured.err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("python -m gcl_jax.labels.calibrate: error: "), err
+  assert message in err[0]
 
 
 def test_size_mismatch(city):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs import demo
-from gcl_jax.data import synthetic
-from gcl_jax.train import loop
+from gcl_jax import synthetic
+from gcl_jax.train import datasets, train
 
 
 def tiny_demo_config(num_steps: int):
@@ -35,7 +35,7 @@ def tiny_demo_config(num_steps: int):
 @pytest.mark.slow
 def test_demo_trains_evaluates_and_resumes(tmp_path):
   workdir = tmp_path / "run"
-  results = loop.train_and_evaluate(tiny_demo_config(4), str(workdir))
+  results = train.train_and_evaluate(tiny_demo_config(4), str(workdir))
   assert set(results) == {"thumbnail", "untrained", "trained"}
   saved = json.loads((workdir / "results.json").read_text())
   for name in ("thumbnail", "untrained", "trained"):
@@ -54,7 +54,7 @@ def test_demo_trains_evaluates_and_resumes(tmp_path):
 
   # Same workdir, more steps: resumes at step 4 (the world and labels are reused, the untrained
   # result is kept) and continues to step 6.
-  results = loop.train_and_evaluate(tiny_demo_config(6), str(workdir))
+  results = train.train_and_evaluate(tiny_demo_config(6), str(workdir))
   assert results["trained"]["step"] == 6
   assert results["untrained"] == untrained
   records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -63,7 +63,7 @@ def test_demo_trains_evaluates_and_resumes(tmp_path):
   # --mode=eval on the same workdir, another protocol, PCA-whitening fitted on the database.
   config = tiny_demo_config(6)
   config.eval.protocol, config.eval.pca_dim, config.eval.pca_fit = "msls_official", 16, "eval_database"
-  result = loop.evaluate_checkpoint(config, str(workdir))
+  result = train.evaluate_checkpoint(config, str(workdir))
   assert result["step"] == 6 and result["protocol"] == "msls_official"
   assert result["pca_dim"] == 16 and result["pca_transductive"]
   name = "eval_step6_msls_official"
@@ -73,7 +73,7 @@ def test_demo_trains_evaluates_and_resumes(tmp_path):
   assert len((workdir / f"{name}_predictions.txt").read_text().splitlines()) == len(rows) - 1
 
   # --mode=label: a summary per training city and a picture.
-  summary = loop.label(config, str(workdir))
+  summary = datasets.label(config, str(workdir))
   assert summary["synth_north"]["pairs"] > 0
   assert list(workdir.glob("labels_synth_north_query*.png"))
 
@@ -97,10 +97,10 @@ def test_training_from_tfds_matches_training_from_files(tmp_path):
   synthetic.generate_world(world.root, synthetic.WorldConfig(
       train_cities=world.train_cities, val_cities=world.val_cities,
       **world.synthetic.to_dict()), progress=False)
-  from_files = loop.train_and_evaluate(config("msls"), str(tmp_path / "files"))
+  from_files = train.train_and_evaluate(config("msls"), str(tmp_path / "files"))
   GclMsls(data_dir=str(tmp_path / "tfds"), file_format="tfrecord").download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "world")))
-  from_tfds = loop.train_and_evaluate(config("tfds"), str(tmp_path / "tfds_run"))
+  from_tfds = train.train_and_evaluate(config("tfds"), str(tmp_path / "tfds_run"))
   losses = lambda d: [json.loads(l)["loss"] for l in (tmp_path / d / "metrics.jsonl").open()]
   assert len(losses("files")) == 3
   assert losses("tfds_run") == losses("files")

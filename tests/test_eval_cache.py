@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 from gcl_jax.evaluation.cache import DescriptorCache, cache_fields, cache_key
 
 

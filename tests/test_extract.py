@@ -6,7 +6,8 @@ from PIL import Image
 
 from configs import demo
 from gcl_jax.evaluation import extract
-from gcl_jax.train import sharding, state as state_lib, step as step_lib
+from gcl_jax import parallel
+from gcl_jax.train import state as state_lib, step as step_lib
 
 
 def test_same_descriptors_for_any_batch_size_and_device_count(tmp_path):
@@ -21,7 +22,7 @@ def test_same_descriptors_for_any_batch_size_and_device_count(tmp_path):
   config.model.width, config.model.norm_groups = 8, 4
   results = []
   for devices, batch_size in ((1, 1), (1, 5), (8, 8), (8, 3), (8, 32)):
-    mesh = sharding.make_mesh(devices)
+    mesh = parallel.make_mesh(devices)
     model_def, state, _ = state_lib.create_train_state(config, mesh)
     embed = step_lib.make_embed_step(model_def, mesh, config.data.mean, config.data.std)
     config.eval.batch_size = batch_size

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gcl_jax.data.msls import read_msls_city
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 from gcl_jax.labels import PairTable, city_pair_table, fov2d, fov_overlap
 
 R = 50.0
@@ -421,10 +421,8 @@ def test_city_pair_table_invalid_inputs():
     city_pair_table(bad, t)
 
 
-def test_city_pair_table_toy_msls(shared_dir):
-  root = shared_dir / "reference" / "toy_msls"
-  if not root.is_dir():
-    pytest.skip(f"{root} (toy MSLS tree) is not present")
+def test_city_pair_table_toy_msls(data_dir):
+  root = data_dir / "toy_msls"
   query, database = read_msls_city(str(root), "cph")
   table = city_pair_table(query, database)
   check_layout(table)

@@ -7,7 +7,7 @@ import pytest
 from gcl_jax.labels import city_pair_table
 from gcl_jax.labels.h5 import H5LabelError, read_gt_h5, write_gt_h5
 from gcl_jax.labels.synthetic_city import street_city
-from gcl_jax.labels.table import SIM_NEGATIVE, SIM_POSITIVE
+from gcl_jax.types import SIM_NEGATIVE, SIM_POSITIVE
 
 
 def write_raw(path, fov, sim):

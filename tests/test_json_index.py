@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gcl_jax.data import json_index, msls, msls_test_cities
-from gcl_jax.data.msls import DatasetError
+from gcl_jax.types import DatasetError
 from gcl_jax.data.sevenscenes import matrix_from_pose7
 
 TOY = "json_index/toy_msls"

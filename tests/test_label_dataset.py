@@ -1,18 +1,21 @@
 """`label_dataset`, `python -m gcl_jax.labels` and the per-query picture."""
 
+import inspect
 import json
 import os
 
 import numpy as np
 import pytest
 
-from gcl_jax.data.msls import DatasetError
+from gcl_jax.types import DatasetError
 from gcl_jax.labels import city_pair_table, load_pair_table
 from gcl_jax.labels.__main__ import main
-from gcl_jax.labels.dataset import label_dataset, list_cities, summarize
+from gcl_jax.data.msls import list_cities, read_msls_city, write_msls_city
+from gcl_jax.labels.dataset import label_dataset, summarize
+from gcl_jax.labels.fov2d import DEFAULT_PARAMS, pair_table_params
 from gcl_jax.labels.plot import plot_query_labels
-from gcl_jax.labels.synthetic_city import street_city, write_msls_city
-from gcl_jax.labels.table import SIM_AMBIGUOUS, SIM_POSITIVE
+from gcl_jax.labels.synthetic_city import street_city
+from gcl_jax.types import SIM_AMBIGUOUS, SIM_POSITIVE
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +26,14 @@ def dataset(tmp_path_factory):
   for name, (q, d) in cities.items():
     write_msls_city(str(root), name, q, d)
   return root, cities
+
+
+def read_cities(root, names, seen=None):
+  """Reads the cities lazily, as the command line does; records each name in `seen` when read."""
+  for name in names:
+    if seen is not None:
+      seen.append(name)
+    yield (name, *read_msls_city(str(root), name))
 
 
 def expected_summary(q, d, **params):
@@ -41,8 +52,10 @@ def test_label_dataset_summary_and_cache(dataset, tmp_path):
   root, cities = dataset
   assert list_cities(str(root)) == ["alpha", "beta"]
   out = tmp_path / "labels"
-  summary = label_dataset(str(root), None, str(out), radius_m=40.0, progress=False)
-  assert list(summary) == ["alpha", "beta"]
+  seen = []
+  summary = label_dataset(read_cities(root, list_cities(str(root)), seen), str(out),
+                          radius_m=40.0, progress=False)
+  assert list(summary) == ["alpha", "beta"] and seen == ["alpha", "beta"]
   for name, (q, d) in cities.items():
     table, want = expected_summary(q, d, radius_m=40.0)
     got = summary[name]
@@ -51,17 +64,17 @@ def test_label_dataset_summary_and_cache(dataset, tmp_path):
     assert got["cached"] is False and got["label_file"] == str(out / f"{name}_fov.npz")
     np.testing.assert_array_equal(load_pair_table(got["label_file"]).psi, table.psi)
   assert summary["alpha"]["query_panoramas"] == 3 and summary["alpha"]["database_panoramas"] == 4
-  again = label_dataset(str(root), "beta", str(out), radius_m=40.0, progress=False)
+  again = label_dataset(read_cities(root, ["beta"]), str(out), radius_m=40.0, progress=False)
   assert list(again) == ["beta"] and again["beta"]["cached"] is True
   # Other parameters: recomputed, not the cached file.
-  third = label_dataset(str(root), ["beta"], str(out), radius_m=30.0, progress=False)
+  third = label_dataset(read_cities(root, ["beta"]), str(out), radius_m=30.0, progress=False)
   assert third["beta"]["cached"] is False
 
 
 def test_no_out_dir_writes_nothing(dataset):
   root, _ = dataset
   before = sorted(os.listdir(root))
-  summary = label_dataset(str(root), "alpha", progress=False)
+  summary = label_dataset(read_cities(root, ["alpha"]), progress=False)
   assert summary["alpha"]["label_file"] is None
   assert sorted(os.listdir(root)) == before
 
@@ -69,13 +82,13 @@ def test_no_out_dir_writes_nothing(dataset):
 def test_errors(dataset, tmp_path):
   root, _ = dataset
   with pytest.raises(FileNotFoundError, match="nowhere/train_val: directory not found"):
-    label_dataset(str(tmp_path / "nowhere"), progress=False)
+    list_cities(str(tmp_path / "nowhere"))
   with pytest.raises(DatasetError, match="train_val/gamma/query: directory not found"):
-    label_dataset(str(root), "gamma", progress=False)
+    label_dataset(read_cities(root, ["gamma"]), progress=False)
   with pytest.raises(ValueError, match="fov_deg must be in"):
-    label_dataset(str(root), "alpha", fov_deg=0.0, progress=False)
+    label_dataset(read_cities(root, ["alpha"]), fov_deg=0.0, progress=False)
   with pytest.raises(ValueError, match="no cities to label"):
-    label_dataset(str(root), " , ", progress=False)
+    label_dataset(iter(()), progress=False)
 
 
 def test_command_line(dataset, tmp_path, capsys):
@@ -91,6 +104,59 @@ def test_command_line(dataset, tmp_path, capsys):
   assert js["alpha"]["queries"] == 60 and js["beta"]["database"] == 50
   assert lines[5] == f"wrote {png}"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("cities", ["--cities=beta", "--cities=all", "--cities="])
+def test_command_line_cities_and_default_params(dataset, capsys, cities):
+  """Named cities only, or all of them; the labels use fov2d.DEFAULT_PARAMS."""
+  root, data = dataset
+  assert main([f"--root={root}", cities, "--no_progress", "--json"]) == 0
+  js = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert list(js) == (["beta"] if cities == "--cities=beta" else ["alpha", "beta"])
+  _, want = expected_summary(*data["beta"], **DEFAULT_PARAMS)
+  assert {k: js["beta"][k] for k in want} == want
+
+
+def test_label_defaults_are_defined_once(capsys):
+  for fn in (label_dataset, pair_table_params, city_pair_table):
+    sig = inspect.signature(fn).parameters
+    assert {k: sig[k].default for k in DEFAULT_PARAMS} == dict(DEFAULT_PARAMS), fn.__name__
+  assert main(["--help"]) == 0
+  out = capsys.readouterr().out
+  assert "--root" in out and "--plot_png" in out
+  for key, value in DEFAULT_PARAMS.items():
+    assert f"--{key}" in out and f"(default: '{value}')" in out, key
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    ([], 2, "flag --root=None: Flag --root must have a value"),
+    (["--normalization=cosine"], 2, "flag --normalization=cosine: value should be one of"),
+    (["--radius_m=far"], 2, "flag --radius_m=far: could not convert"),
+    (["--fov_deg=0"], 2, "fov_deg must be in (0, 360]"),
+    (["--cities=alpha,gamma"], 2, "--cities: 'gamma' not found under "),
+    (["--plot_png=x.png"], 2, "--plot_png needs --plot_city"),
+    (["--plot_city=gamma", "--plot_png=x.png"], 2, "--plot_city: 'gamma' not found under "),
+    (["alpha"], 2, "unexpected arguments ['alpha']"),
+    (["--split=test"], 1, "/test: directory not found (dataset root "),
+])
+def test_command_line_errors(dataset, capsys, argv, status, message):
+  """A bad command line prints one line naming the fault and returns non-zero, no traceback."""
+  root, _ = dataset
+  argv = argv if not argv else [f"--root={root}", *argv]
+  assert main([*argv, "--no_progress"]) == status
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  err = captured.err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("python -m gcl_jax.labels: error: "), err
+  assert message in err[0]
+
+
+def test_command_line_no_city(tmp_path, capsys):
+  (tmp_path / "train_val" / "not_a_city").mkdir(parents=True)
+  assert main([f"--root={tmp_path}", "--no_progress"]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"python -m gcl_jax.labels: error: no city under {tmp_path}/train_val (a city "
+                 "is a folder with a query/ subfolder)"]
 
 
 def test_plot_query_labels(dataset, tmp_path):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 from gcl_jax.labels import (PairTable, city_pair_table, label_city_cached, load_pair_table,
                             save_pair_table)
 from gcl_jax.labels import io as label_io

@@ -85,7 +85,31 @@ def test_bad_override_type_fails_before_launch(capsys):
   rc = sweep.main(["--config=configs/msls.py", "--sweep=seeds", "--workdir_root=r",
                    "--config.train.num_steps=1.5"])
   assert rc == 2
-  assert "num_steps" in capsys.readouterr().err
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("launch/sweep.py: error: ") and "num_steps" in err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sweep=seeds", "--workdir_root=r"], "flag --config=None: Flag --config must have a value"),
+    (["--config=configs/msls.py", "--sweep=seeds", "--workdir_root=r", "--launcher=ssh"],
+     "flag --launcher=ssh: value should be one of <print|local|slurm>"),
+    (["--config=configs/msls.py", "--sweep=seeds", "--workdir_root=r", "--sweeep=x"],
+     "unexpected argument '--sweeep=x'"),
+    (["--config=configs/msls.py", "--sweep=nope", "--workdir_root=r"], "unknown sweep 'nope'"),
+])
+def test_bad_command_line_is_one_line(capsys, argv, message):
+  assert sweep.main(argv) == 2
+  captured = capsys.readouterr()
+  err = captured.err.strip().splitlines()
+  assert captured.out == "" and len(err) == 1, err
+  assert err[0].startswith("launch/sweep.py: error: ") and message in err[0]
+
+
+def test_help_lists_the_flags(capsys):
+  assert sweep.main(["--help"]) == 0
+  out = capsys.readouterr().out
+  for flag in ("--config", "--sweep", "--workdir_root", "--launcher", "--sbatch_args"):
+    assert flag in out, flag
 
 
 def test_slurm_launcher_submits_each_run(tmp_path, monkeypatch):

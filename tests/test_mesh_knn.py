@@ -6,7 +6,7 @@ import pytest
 
 from gcl_jax.evaluation.knn import knn_search
 from gcl_jax.evaluation.mesh_knn import mesh_knn
-from gcl_jax.train.sharding import make_mesh
+from gcl_jax.parallel import make_mesh
 
 
 def _data(num_db=1003, num_q=37, dim=16, seed=0):

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from gcl_jax.data.msls import DatasetError, read_msls_city, read_msls_side
+from gcl_jax.data.msls import read_msls_city, read_msls_side
+from gcl_jax.types import DatasetError
 
 RAW_HEADER = ",key,lon,lat,ca,captured_at,pano"
 POST_HEADER = ",key,easting,northing,unique_cluster,control_panel,night,view_direction"

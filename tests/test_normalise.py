@@ -8,7 +8,8 @@ from PIL import Image
 
 from gcl_jax.data import normalise
 from gcl_jax.evaluation import extract
-from gcl_jax.train import sharding, state as state_lib, step as step_lib
+from gcl_jax import parallel
+from gcl_jax.train import state as state_lib, step as step_lib
 from tests.test_train_step import tiny_config
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -43,7 +44,7 @@ def test_train_step_on_uint8_batches_equals_host_normalised_batches():
   raw = [{"im0": rng.integers(0, 256, (8, 32, 48, 3), dtype=np.uint8),
           "im1": rng.integers(0, 256, (8, 32, 48, 3), dtype=np.uint8),
           "label": rng.uniform(size=8).astype(np.float32)} for _ in range(3)]
-  mesh = sharding.make_mesh(8)
+  mesh = parallel.make_mesh(8)
   results = []
   for host_side in (False, True):
     model_def, state, tx = state_lib.create_train_state(config, mesh)
@@ -52,7 +53,7 @@ def test_train_step_on_uint8_batches_equals_host_normalised_batches():
     for b in raw:
       if host_side:
         b = {**b, "im0": torch_like(b["im0"]), "im1": torch_like(b["im1"])}
-      state, metrics = step(state, sharding.global_batch(b, mesh))
+      state, metrics = step(state, parallel.global_batch(b, mesh))
       losses.append(float(metrics["loss"]))
     results.append((losses, jax.device_get(state.params)))
   assert results[0][0] == results[1][0]
@@ -69,7 +70,7 @@ def test_extraction_same_descriptors_whichever_side_normalises(tmp_path):
     paths.append(str(p))
   config = tiny_config()
   config.data.image_size, config.eval.batch_size = (24, 32), 8
-  mesh = sharding.make_mesh(8)
+  mesh = parallel.make_mesh(8)
   model_def, state, _ = state_lib.create_train_state(config, mesh)
   embed = step_lib.make_embed_step(model_def, mesh, config.data.mean, config.data.std)
   out = []

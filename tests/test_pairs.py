@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from gcl_jax.data.pairs import CityPairs, sample_epoch
-from gcl_jax.data.table import ImageTable
-from gcl_jax.labels.table import PairTable
+from gcl_jax.types import ImageTable
+from gcl_jax.types import PairTable
 
 
 def table(name, n, pano=()):

@@ -99,7 +99,7 @@ def test_input_errors():
 
 
 def test_whiten_cities_applies_one_whitening_to_both_sides():
-  from gcl_jax.data.table import ImageTable
+  from gcl_jax.types import ImageTable
   from gcl_jax.evaluation.pca import whiten_cities
   from gcl_jax.evaluation.protocols import CityEval
 

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from gcl_jax.labels.pose3d import (SEVEN_SCENES_DEPTH, Intrinsics, load_depth_png, load_pose,
                                    pose_overlap, pose_overlap_matrix, pose_pair_table,
                                    pose_vector, quaternion_from_matrix)
-from gcl_jax.labels.table import SIM_NEGATIVE, SIM_POSITIVE
+from gcl_jax.types import SIM_NEGATIVE, SIM_POSITIVE
 
 INTR = SEVEN_SCENES_DEPTH
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",

@@ -6,14 +6,15 @@ import pathlib
 import numpy as np
 import pytest
 
-from conftest import SHARED
-from gcl_jax.data.table import ImageTable
+from conftest import DATA
+from gcl_jax.types import ImageTable
 from gcl_jax.evaluation import (CityEval, CityRanking, evaluate_rankings, evaluate_retrieval,
                                 msls_ground_truth)
 
 GOLDEN = json.loads(
     (pathlib.Path(__file__).parent / "data" / "golden_toy_validate.json").read_text())
-SHARED_TOY = SHARED / "reference" / "toy_msls"
+# Copy of the reference toy MSLS tree (built by the reference's make_toy_msls.py).
+TOY_TREE = DATA / "toy_msls"
 
 
 def make_table(name: str, rows: list[tuple]) -> ImageTable:
@@ -45,16 +46,14 @@ def toy_cities() -> dict[str, tuple[ImageTable, ImageTable]]:
   }
 
 
-def shared_toy_cities() -> dict[str, tuple[ImageTable, ImageTable]]:
-  from gcl_jax.data.msls import read_msls_city  # Imports TensorFlow: only when the tree exists.
-  return {c: read_msls_city(str(SHARED_TOY), c) for c in ("cph", "sf")}
+def tree_toy_cities() -> dict[str, tuple[ImageTable, ImageTable]]:
+  from gcl_jax.data.msls import read_msls_city  # Imports TensorFlow: only in this test.
+  return {c: read_msls_city(str(TOY_TREE), c) for c in ("cph", "sf")}
 
 
 SOURCES = [
     pytest.param(toy_cities, id="in_memory"),
-    pytest.param(shared_toy_cities, id="shared_tree",
-                 marks=pytest.mark.skipif(not SHARED_TOY.is_dir(),
-                                          reason=f"{SHARED_TOY} not present")),
+    pytest.param(tree_toy_cities, id="toy_tree"),
 ]
 
 

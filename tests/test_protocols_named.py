@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 from gcl_jax.evaluation.protocols import (PROTOCOLS, CityEval, CityRanking, evaluate_rankings,
                                           evaluate_retrieval, load_sim_h5, tokyotm_month)
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 from gcl_jax.evaluation.protocols import (CityEval, CityRanking, evaluate_rankings,
                                           evaluate_retrieval)
 from gcl_jax.evaluation.report import (PER_QUERY_COLUMNS, per_query_csv, predictions_text,

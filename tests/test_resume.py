@@ -12,8 +12,8 @@ import time
 import pytest
 
 from configs import demo
-from gcl_jax.data import synthetic
-from gcl_jax.train import checkpoint, loop
+from gcl_jax import synthetic
+from gcl_jax.train import checkpoint, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_WORLD = dict(train_cities=("synth_north",), val_cities=("synth_val",), image_height=32,
@@ -55,8 +55,8 @@ def start_run(world: str, workdir, num_steps: int) -> subprocess.Popen:
   script = (f"import sys; sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]\n"
             "import conftest\n"  # same XLA device setup as the tests
             "from test_resume import resume_config\n"
-            "from gcl_jax.train import loop\n"
-            f"loop.train_and_evaluate(resume_config({world!r}, {num_steps}), {str(workdir)!r})\n")
+            "from gcl_jax.train import train\n"
+            f"train.train_and_evaluate(resume_config({world!r}, {num_steps}), {str(workdir)!r})\n")
   return subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -76,7 +76,7 @@ def wait_for_steps(workdir, n: int, proc: subprocess.Popen, timeout: float = 300
 @pytest.mark.slow
 def test_sigkill_then_resume_reproduces_the_uninterrupted_losses(world, tmp_path):
   reference = tmp_path / "reference"
-  loop.train_and_evaluate(resume_config(world, 8), str(reference))
+  train.train_and_evaluate(resume_config(world, 8), str(reference))
   expected = losses(reference)
   assert sorted(expected) == list(range(1, 9))
 
@@ -90,7 +90,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses(world, tmp_path
   restart = checkpoint.Checkpointer(str(killed), 2).latest_step()
   assert restart is not None and restart <= max(before)
 
-  loop.train_and_evaluate(resume_config(world, 8), str(killed))
+  train.train_and_evaluate(resume_config(world, 8), str(killed))
   assert losses(killed) == expected  # bitwise equal, including the steps redone after restart
 
 
@@ -107,17 +107,17 @@ def test_sigterm_writes_a_checkpoint_and_exits(world, tmp_path):
 
 
 def test_nan_loss_stops_with_the_last_checkpoint_intact(world, tmp_path):
-  loop.train_and_evaluate(resume_config(world, 2), str(tmp_path))
+  train.train_and_evaluate(resume_config(world, 2), str(tmp_path))
   config = resume_config(world, 6)
   config.loss.margin = float("nan")
   with pytest.raises(FloatingPointError, match="step 3"):
-    loop.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(config, str(tmp_path))
   assert checkpoint.Checkpointer(str(tmp_path), 2).latest_step() == 2
 
 
 def test_incompatible_checkpoint_is_refused(world, tmp_path):
-  loop.train_and_evaluate(resume_config(world, 2), str(tmp_path))
+  train.train_and_evaluate(resume_config(world, 2), str(tmp_path))
   config = resume_config(world, 4)
   config.model.width = 16
   with pytest.raises(ValueError, match=r"model\.width: checkpoint 8, now 16"):
-    loop.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(config, str(tmp_path))

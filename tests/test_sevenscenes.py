@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gcl_jax.data import sevenscenes
-from gcl_jax.data.msls import DatasetError
+from gcl_jax.types import DatasetError
 
 
 def _rot_y(deg):

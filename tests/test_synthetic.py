@@ -1,4 +1,4 @@
-"""Tests of the synthetic street world (gcl_jax/data/synthetic.py)."""
+"""Tests of the synthetic street world (gcl_jax/synthetic)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import hashlib
 import json
 import os
 import pathlib
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from gcl_jax.data import synthetic as S
+from gcl_jax import synthetic as S
+from gcl_jax.data import msls
+from gcl_jax.evaluation.baselines import thumbnail_descriptors
+from gcl_jax.evaluation.protocols import CityEval, evaluate_retrieval, msls_ground_truth
+from gcl_jax.synthetic import write as synthetic_write
 
 # A tiny world: one training and one validation city, ~100 small images, renders in ~1 s.
 TINY = dict(train_cities=["tiny_train"], val_cities=["tiny_val"], image_height=24,
@@ -74,22 +79,22 @@ def test_config_rejects_unknown_key_and_bad_values():
     S.WorldConfig(image_height=0)
 
 
-def test_msls_city_names_mirror_the_reader():
-  from gcl_jax.data import msls
-  assert S._MSLS_CITY_NAMES >= set(msls.TRAIN_CITIES + msls.VAL_CITIES + msls.TEST_CITIES)
+def test_config_rejects_every_msls_city_name():
+  for city in msls.TRAIN_CITIES + msls.VAL_CITIES + msls.TEST_CITIES:
+    with pytest.raises(ValueError, match="real MSLS city"):
+      S.WorldConfig(train_cities=(city.upper(),), val_cities=())
 
 
 # ---- the written world -----------------------------------------------------------------------
 
 
 def test_world_loads_with_msls_reader(tiny_world):
-  from gcl_jax.data.msls import check_images_exist, read_msls_city
   root, config = tiny_world
   for city in config.train_cities + config.val_cities:
-    q, db = read_msls_city(str(root), city)
+    q, db = msls.read_msls_city(str(root), city)
     assert len(q) > 5 and len(db) > 20
-    check_images_exist(q)
-    check_images_exist(db)
+    msls.check_images_exist(q)
+    msls.check_images_exist(db)
     assert db.pano.any() and not q.pano.any()  # panorama_fraction > 0: a few panoramas
     assert np.isnan(db.heading[db.pano]).all()
     # Every query has a non-panoramic database image within 25 m.
@@ -168,8 +173,9 @@ def test_reuse_and_regeneration(tmp_path, monkeypatch):
   root = tmp_path / "w"
   config = S.WorldConfig(**{**TINY, "val_cities": []})
   calls = []
-  real = S._generate_city
-  monkeypatch.setattr(S, "_generate_city", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+  real = synthetic_write._generate_city
+  monkeypatch.setattr(synthetic_write, "_generate_city",
+                      lambda *a, **k: calls.append(a[1]) or real(*a, **k))
   S.generate_world(str(root), config, progress=False)
   assert calls == ["tiny_train"]
   first = tree_digest(root)
@@ -191,14 +197,14 @@ def test_interrupted_generation_leaves_no_world(tmp_path, monkeypatch):
   def boom(*args, **kwargs):
     raise KeyboardInterrupt
 
-  real = S._generate_city
+  real = synthetic_write._generate_city
   calls = []
 
   def second_city_fails(*args, **kwargs):
     calls.append(1)
     return real(*args, **kwargs) if len(calls) == 1 else boom()
 
-  monkeypatch.setattr(S, "_generate_city", second_city_fails)
+  monkeypatch.setattr(synthetic_write, "_generate_city", second_city_fails)
   with pytest.raises(KeyboardInterrupt):
     S.generate_world(str(root), config, progress=False)
   assert not root.exists()
@@ -211,6 +217,35 @@ def test_refuses_to_overwrite_foreign_directory(tmp_path):
   with pytest.raises(FileExistsError, match="not a synthetic world"):
     S.generate_world(str(tmp_path / "w"), S.WorldConfig(**TINY), progress=False)
   assert (tmp_path / "w" / "precious.txt").read_text() == "keep me"
+
+
+def test_a_finished_world_of_another_generator_is_kept(tmp_path):
+  """Two generators of one world: the second to finish discards its copy, nothing else moves."""
+  root = tmp_path / "w"
+  config = S.WorldConfig(**{**TINY, "val_cities": []})
+  S.generate_world(str(root), config, progress=False)
+  first = tree_digest(root)
+  mtime = (root / "world.json").stat().st_mtime_ns
+  late = tmp_path / ".w.tmp-late"
+  (late / "train_val").mkdir(parents=True)
+  want = {"format_version": S.FORMAT_VERSION, "config": config.to_json_dict()}
+  synthetic_write._install(str(late), str(root), want)
+  assert not late.exists()
+  assert tree_digest(root) == first and (root / "world.json").stat().st_mtime_ns == mtime
+  assert [p.name for p in tmp_path.iterdir()] == ["w"]
+
+
+def test_leftovers_of_dead_generators_are_removed(tmp_path):
+  """.old-* siblings and .tmp-* siblings unchanged for a day go; a live .tmp-* stays."""
+  dead, old, live = (tmp_path / n for n in (".w.tmp-dead", ".w.old-1234", ".w.tmp-live"))
+  for d in (dead, old, live):
+    (d / "train_val").mkdir(parents=True)
+  day_ago = time.time() - 2 * 24 * 3600
+  for d in (dead / "train_val", dead):
+    os.utime(d, (day_ago, day_ago))
+  S.generate_world(str(tmp_path / "w"), S.WorldConfig(**{**TINY, "val_cities": []}),
+                   progress=False)
+  assert sorted(p.name for p in tmp_path.iterdir()) == [".w.tmp-live", "w"]
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -276,9 +311,14 @@ def test_conditions_change_appearance_not_geometry(city):
   assert S.make_condition("night", 0).night and not S.make_condition("dusk", 0).night
 
 
-def test_world_stats_on_tiny_world(tiny_world):
+def test_retrieval_baseline_on_tiny_world(tiny_world):
+  """Every validation query has a positive, and the thumbnail baseline scores a valid recall."""
   root, config = tiny_world
-  stats = S.world_stats(str(root), config.val_cities[0])
-  assert stats["queries_with_positive"] == 1.0
-  for k in ("thumbnail_r@1", "structure_r@1", "thumbnail_r@5", "structure_r@5"):
-    assert 0.0 <= stats[k] <= 1.0
+  q, db = msls.read_msls_city(str(root), config.val_cities[0])
+  _, _, info = msls_ground_truth(q, db, radius_m=25.0)
+  assert info["num_queries_evaluated"] == len(q) and info["num_excluded_no_positive"] == 0
+  city = CityEval(q, db, thumbnail_descriptors(q.full_paths()),
+                  thumbnail_descriptors(db.full_paths()))
+  result, _ = evaluate_retrieval([city], ns=(1, 5), radius_m=25.0)
+  assert result["num_queries"] == len(q)
+  assert 0.0 <= result["recall@1"] <= result["recall@5"] <= 100.0

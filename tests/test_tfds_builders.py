@@ -100,9 +100,30 @@ def test_streaming_into_pipeline(data_dir, tmp_path):
 
 def test_module_cli_builds(data_dir, tmp_path, capsys):
   from gcl_jax.data.tfds_builders import __main__ as cli
-  cli.main(["gcl_at_format", f"--manual_dir={data_dir / 'tfds_dummy' / 'at_format'}",
-            f"--data_dir={tmp_path}"])
+  assert cli.main(["gcl_at_format", f"--manual_dir={data_dir / 'tfds_dummy' / 'at_format'}",
+                   f"--data_dir={tmp_path}"]) == 0
   out = capsys.readouterr().out
   assert "gcl_at_format test_database: 3 examples" in out
   ds = tfds.load("gcl_at_format", split="test_queries", data_dir=str(tmp_path))
   assert len(list(ds)) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gcl_msls", "--data_dir=d"], "flag --manual_dir=None: Flag --manual_dir must have a value"),
+    (["--manual_dir=m", "--data_dir=d"], "expected one dataset name, one of gcl_at_format, "
+     "gcl_msls; got none"),
+    (["gcl_nope", "--manual_dir=m", "--data_dir=d"], "one of gcl_at_format, gcl_msls; got "
+     "'gcl_nope'"),
+    (["gcl_msls", "--manual_dir=m", "--data_dir=d", "--fromat=x"], "Unknown command line flag "
+     "'fromat'"),
+])
+def test_module_cli_errors(capsys, argv, message):
+  """A bad command line prints one line naming the fault, builds nothing and returns 2."""
+  from gcl_jax.data.tfds_builders import __main__ as cli
+  assert cli.main(argv) == 2
+  captured = capsys.readouterr()
+  err = captured.err.strip().splitlines()
+  assert captured.out == "" and len(err) == 1, err
+  assert err[0].startswith("python -m gcl_jax.data.tfds_builders: error: ") and message in err[0]
+  assert cli.main(["--help"]) == 0
+  assert "--manual_dir" in capsys.readouterr().out

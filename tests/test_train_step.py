@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import demo
-from gcl_jax.train import checkpoint, sharding, state as state_lib, step as step_lib
+from gcl_jax import parallel
+from gcl_jax.train import checkpoint, state as state_lib, step as step_lib
 
 
 def tiny_config(norm="group", optimizer="sgd"):
@@ -26,12 +27,12 @@ def batches(n=3, size=(32, 48)):
 
 
 def run(config, num_devices, data):
-  mesh = sharding.make_mesh(num_devices)
+  mesh = parallel.make_mesh(num_devices)
   model_def, state, tx = state_lib.create_train_state(config, mesh)
   step = step_lib.make_train_step(model_def, config, tx, mesh)
   losses = []
   for b in data:
-    state, metrics = step(state, sharding.global_batch(b, mesh))
+    state, metrics = step(state, parallel.global_batch(b, mesh))
     losses.append(float(metrics["loss"]))
   return losses, jax.device_get(state)
 
@@ -53,18 +54,18 @@ def test_eight_devices_match_one_device(norm):
 
 
 def test_batch_must_divide_devices():
-  mesh = sharding.make_mesh(8)
+  mesh = parallel.make_mesh(8)
   with pytest.raises(ValueError, match="multiple of the number of devices"):
-    sharding.check_batch_size(12, mesh, "config.train.batch_size")
+    parallel.check_batch_size(12, mesh, "config.train.batch_size")
 
 
 def test_checkpoint_round_trip(tmp_path):
   config = tiny_config("batch", optimizer="adam")
-  mesh = sharding.make_mesh(8)
+  mesh = parallel.make_mesh(8)
   model_def, state, tx = state_lib.create_train_state(config, mesh)
   step = step_lib.make_train_step(model_def, config, tx, mesh)
   for b in batches(2):
-    state, _ = step(state, sharding.global_batch(b, mesh))
+    state, _ = step(state, parallel.global_batch(b, mesh))
   ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1)
   ckpt.save(state, force=True)
   ckpt.wait()
@@ -74,7 +75,7 @@ def test_checkpoint_round_trip(tmp_path):
   assert int(restored.step) == 2
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
   # The restored state keeps training exactly like the original.
-  b = sharding.global_batch(batches(1)[0], mesh)
+  b = parallel.global_batch(batches(1)[0], mesh)
   s1, m1 = step(restored, b)
   s2, m2 = step(state, b)
   assert float(m1["loss"]) == float(m2["loss"])
@@ -82,7 +83,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
   config = tiny_config("group")
-  mesh = sharding.make_mesh(1)
+  mesh = parallel.make_mesh(1)
   _, state, _ = state_lib.create_train_state(config, mesh)
   ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=1)
   ckpt.save(state, force=True)

@@ -1,3 +1,3 @@
 """Dataset readers, pair sampling and the tf.data input pipeline."""
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable

@@ -17,10 +17,10 @@ import math
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from gcl_jax.data.msls import DatasetError
-from gcl_jax.data.table import ImageTable
+from gcl_jax import io as gcl_io
+from gcl_jax.types import DatasetError
+from gcl_jax.types import ImageTable
 
 FIELDS = ("east", "north", "zone", "letter", "lat", "lon", "pano_id", "tile", "heading", "pitch",
           "roll", "height", "timestamp", "note")
@@ -76,7 +76,7 @@ def parse_metadata(name: str) -> tuple[float, float, float]:
 def list_images(directory: str) -> list[str]:
   """Image files under `directory` (recursive), as sorted paths relative to it."""
   out = []
-  for dirpath, _, files in tf.io.gfile.walk(directory):
+  for dirpath, _, files in gcl_io.walk(directory):
     rel = dirpath.rstrip("/")[len(directory.rstrip("/")):].strip("/")
     for f in files:
       if f.lower().endswith(IMAGE_EXTENSIONS):
@@ -107,7 +107,7 @@ def read_at_format(root: str, split: str, side: str) -> ImageTable:
   side = SIDES[side]
   rel_dir = f"images/{split}/{side}"
   directory = f"{root.rstrip('/')}/{rel_dir}"
-  if not tf.io.gfile.isdir(directory):
+  if not gcl_io.isdir(directory):
     raise DatasetError(f"{directory}: directory not found (split {split!r}, side {side!r})")
   names = list_images(directory)
   if not names:

@@ -1,4 +1,4 @@
-"""Reading image bytes wherever they live: local files, gs:// (tf.io.gfile), or a registered
+"""Reading image bytes wherever they live: local files, URLs (gcl_jax.io), or a registered
 source such as a prepared TFDS dataset (`tfds://<name>/<version>/<split>/<index>`)."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ import io
 from typing import Callable
 
 from PIL import Image
+
+from gcl_jax import io as gcl_io
 
 _SOURCES: dict[str, Callable[[str], bytes]] = {}
 
@@ -30,8 +32,7 @@ def read_bytes(path: str) -> bytes:
   if reader is not None:
     return reader(path)
   if "://" in path:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only remote paths pay)
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with gcl_io.open(path, "rb") as f:
       return f.read()
   with open(path, "rb") as f:
     return f.read()

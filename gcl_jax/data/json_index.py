@@ -17,18 +17,18 @@ import math
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from gcl_jax import io as gcl_io
 from gcl_jax.data import msls
-from gcl_jax.data.msls import DatasetError
+from gcl_jax.types import DatasetError
 from gcl_jax.data.sevenscenes import heading_from_rotation, matrix_from_pose7, pose7_from_matrix
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 
 
 def _load(path: str) -> dict:
-  if not tf.io.gfile.exists(path):
+  if not gcl_io.exists(path):
     raise DatasetError(f"{path}: index file not found")
-  with tf.io.gfile.GFile(path, "r") as f:
+  with gcl_io.open(path, "r") as f:
     try:
       data = json.load(f)
     except json.JSONDecodeError as e:
@@ -148,9 +148,9 @@ def write_json_index(table: ImageTable, path: str, *, im_prefix: str | None = No
       raise ValueError(f"{path}: ca must have shape ({n},), got {third.shape}")
     data["loc"] = [[float(e), float(nn), _num(c)] for (e, nn), c in zip(table.utm, third)]
   parent = os.path.dirname(path)
-  if parent and not tf.io.gfile.exists(parent):
-    tf.io.gfile.makedirs(parent)
-  with tf.io.gfile.GFile(path, "w") as f:
+  if parent and not gcl_io.exists(parent):
+    gcl_io.makedirs(parent)
+  with gcl_io.open(path, "w") as f:
     json.dump(data, f)
   return data
 

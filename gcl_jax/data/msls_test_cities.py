@@ -18,11 +18,11 @@ import logging
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from gcl_jax import io as gcl_io
 from gcl_jax.data import msls
-from gcl_jax.data.msls import DatasetError
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import DatasetError
+from gcl_jax.types import ImageTable
 
 _log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def read_msls_test_side(root: str, city: str, side: str, split: str = "test",
   if side not in ("query", "database"):
     raise ValueError(f"side must be 'query' or 'database', got {side!r}")
   base = f"{root.rstrip('/')}/{split}/{city}/{side}"
-  if not tf.io.gfile.isdir(base):
+  if not gcl_io.isdir(base):
     raise DatasetError(f"{base}: directory not found (city {city!r}, split {split!r})")
   seq_path, sub_path = f"{base}/seq_info.csv", f"{base}/subtask_index.csv"
   keys = msls.read_csv(seq_path, ("key",))["key"]
@@ -57,7 +57,7 @@ def read_msls_test_side(root: str, city: str, side: str, split: str = "test",
     dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
     raise DatasetError(f"{seq_path}: duplicated keys {dup}")
   in_all = np.ones(len(keys), bool)
-  if tf.io.gfile.exists(sub_path):
+  if gcl_io.exists(sub_path):
     sub = msls.read_csv(sub_path, ("key", "all"))
     pos = {k: i for i, k in enumerate(sub["key"])}
     missing = [k for k in keys if k not in pos]
@@ -67,7 +67,7 @@ def read_msls_test_side(root: str, city: str, side: str, split: str = "test",
     flags = msls._bools(sub_path, sub, "all")  # pylint: disable=protected-access
     in_all = np.array([flags[pos[k]] for k in keys], bool)
   if order_json is not None:
-    with tf.io.gfile.GFile(order_json, "r") as f:
+    with gcl_io.open(order_json, "r") as f:
       im_paths = json.load(f)["im_paths"]
     order_keys = [os.path.splitext(os.path.basename(p))[0] for p in im_paths]
     pos = {k: i for i, k in enumerate(keys)}

@@ -20,19 +20,27 @@ import dataclasses
 
 import numpy as np
 
-from gcl_jax.data.table import ImageTable
-from gcl_jax.labels.table import SIM_NEGATIVE, SIM_POSITIVE, PairTable
+from gcl_jax.types import ImageTable
+from gcl_jax.types import SIM_NEGATIVE, SIM_POSITIVE, PairTable
 
 
 @dataclasses.dataclass(frozen=True)
 class CityPairs:
-  """One training city: its query and database tables and its sparse labels."""
+  """One training city: its query and database tables and its sparse labels.
+
+  `exclude_self`: the query and database tables are the same frames (6-DoF scenes), so query q is
+  never paired with database row q, in any stratum.
+  """
   name: str
   query: ImageTable
   database: ImageTable
   labels: PairTable
+  exclude_self: bool = False
 
   def __post_init__(self):
+    if self.exclude_self and len(self.query) != len(self.database):
+      raise ValueError(f"city {self.name!r}: exclude_self needs the same frames as queries and "
+                       f"database, got {len(self.query)} x {len(self.database)}")
     if (self.labels.num_queries, self.labels.num_database) != (len(self.query), len(self.database)):
       raise ValueError(
           f"labels of city {self.name!r} are for {self.labels.num_queries} queries x "
@@ -69,14 +77,18 @@ def _strata(city: CityPairs, q: int, binary: bool, pos_threshold: float):
   """Candidate sets of query q: explicit index arrays, or None for 'all non-pano minus listed'."""
   db_idx, psi, sim = city.labels.row(q)
   keep = ~city.database.pano[db_idx]
+  if city.exclude_self:
+    keep &= db_idx != q
   db_idx, psi, sim = db_idx[keep], psi[keep], sim[keep]
+  # The last set is excluded from the complement (negatives); so is q itself with exclude_self.
+  self_ = [q] if city.exclude_self and not city.database.pano[q] else []
   if binary:
     positives = db_idx[sim == SIM_POSITIVE]
     not_negative = db_idx[sim != SIM_NEGATIVE]  # listed pairs that are not negatives
-    return positives, not_negative
+    return positives, np.append(not_negative, self_).astype(db_idx.dtype)
   positives = db_idx[psi >= pos_threshold]
   soft = db_idx[(psi > 0) & (psi < pos_threshold)]
-  return positives, soft, db_idx[psi > 0]
+  return positives, soft, np.append(db_idx[psi > 0], self_).astype(db_idx.dtype)
 
 
 def _draw_complement(rng: np.random.Generator, nonpano: np.ndarray, excluded: np.ndarray) -> int:

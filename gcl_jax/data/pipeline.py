@@ -439,14 +439,47 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
                   lambda p: check_file(p, image_size, resize_method, reader), errors, skip_report)
 
 
+def tuple_batches(paths: np.ndarray, *, batch_size: int, image_size: Sequence[int],
+                  mean: Sequence[float], std: Sequence[float], resize_method: str = "pil",
+                  errors: str = "raise", skip_report: SkipReport | None = None,
+                  reader: ByteReader | None = None, normalize: bool = True,
+                  fast_decode: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """Batches {images: (B, K, H, W, 3)} of tuples of K images (e.g. query, positive, negatives),
+  in order; the last partial batch is dropped. Options as in `pair_batches`; with errors="skip"
+  an unreadable image drops its whole tuple."""
+  if errors not in ("raise", "skip"):
+    raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+  paths = np.asarray(paths, str)
+  if paths.ndim != 2:
+    raise ValueError(f"paths must have shape (T, K), got {paths.shape}")
+  n, k = paths.shape
+  if reader is None and n:
+    reader = files.registered_reader(str(paths[0, 0]))
+  ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), paths))
+
+  def load(i, p):
+    images = [read_resized(p[j], image_size, resize_method, reader=reader,
+                           fast_decode=fast_decode) for j in range(k)]
+    return {"images": tf.stack(images), "_index": i}
+
+  ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
+  ds = ds.batch(batch_size, drop_remainder=True)
+  if normalize:
+    ds = ds.map(lambda b: {**b, "images": normalise_batch(b["images"], mean, std)},
+                num_parallel_calls=AUTOTUNE)
+  ds = ds.prefetch(AUTOTUNE)
+  return _checked(ds, n, batch_size, True, lambda i: [str(x) for x in paths[i]],
+                  lambda p: check_file(p, image_size, resize_method, reader), errors, skip_report)
+
+
 def image_batches(paths: Sequence[str], *, batch_size: int, image_size: Sequence[int],
                   mean: Sequence[float], std: Sequence[float], resize_method: str = "pil",
-                  reader: ByteReader | None = None, normalize: bool = True
-                  ) -> Iterator[dict[str, np.ndarray]]:
+                  reader: ByteReader | None = None, normalize: bool = True,
+                  fast_decode: bool = False) -> Iterator[dict[str, np.ndarray]]:
   """Batches {image, mask} of all images in order; the last batch is padded and masked.
 
   An unreadable image raises PipelineError naming it (a skipped row would misalign descriptors).
-  `reader` and `normalize` are as in `pair_batches`.
+  `reader`, `normalize` and `fast_decode` are as in `pair_batches`.
   """
   n = len(paths)
   if reader is None and n:  # paths of a registered source (e.g. tfds://...) read through it
@@ -456,7 +489,8 @@ def image_batches(paths: Sequence[str], *, batch_size: int, image_size: Sequence
   padded = np.concatenate([np.asarray(list(paths), str), np.asarray(list(paths[:1]) * pad, str)])
   mask = np.arange(len(padded)) < n
   ds = tf.data.Dataset.from_tensor_slices((np.arange(len(padded), dtype=np.int64), padded, mask))
-  ds = ds.map(lambda i, p, m: {"image": read_resized(p, image_size, resize_method, reader=reader),
+  ds = ds.map(lambda i, p, m: {"image": read_resized(p, image_size, resize_method, reader=reader,
+                                                     fast_decode=fast_decode),
                                "mask": m, "_index": i},
               num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
   ds = ds.batch(batch_size)

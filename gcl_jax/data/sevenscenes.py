@@ -27,10 +27,10 @@ import os
 import re
 
 import numpy as np
-import tensorflow as tf
 
-from gcl_jax.data.msls import DatasetError
-from gcl_jax.data.table import ImageTable
+from gcl_jax import io as gcl_io
+from gcl_jax.types import DatasetError
+from gcl_jax.types import ImageTable
 from gcl_jax.labels import pose3d
 
 _SEQ = re.compile(r"^sequence(\d+)$")
@@ -76,11 +76,19 @@ def matrix_from_pose7(pose: np.ndarray) -> np.ndarray:
 pose7_from_matrix = pose3d.pose_vector
 
 
+def depth_path(color_path: str) -> str | None:
+  """`.../frame-XXXXXX.depth.png` beside a 7-Scenes colour image; None for other file names."""
+  for suffix in COLOR_SUFFIXES:
+    if color_path.endswith(suffix):
+      return color_path[:-len(suffix)] + ".depth.png"
+  return None
+
+
 def read_pose(path: str) -> np.ndarray:
   """Reads one 4x4 pose file; raises DatasetError naming it when malformed or non-finite."""
-  if not tf.io.gfile.exists(path):
+  if not gcl_io.exists(path):
     raise DatasetError(f"{path}: pose file not found")
-  with tf.io.gfile.GFile(path, "r") as f:
+  with gcl_io.open(path, "r") as f:
     text = f.read()
   try:
     values = np.array([float(v) for v in text.split()], np.float64)
@@ -101,9 +109,9 @@ def read_pose(path: str) -> np.ndarray:
 
 def read_split_file(path: str) -> list[str]:
   """`sequenceN` lines -> sequence folder names `seq-NN`, in file order."""
-  if not tf.io.gfile.exists(path):
+  if not gcl_io.exists(path):
     raise DatasetError(f"{path}: split file not found")
-  with tf.io.gfile.GFile(path, "r") as f:
+  with gcl_io.open(path, "r") as f:
     lines = f.read().splitlines()
   out = []
   for line_no, line in enumerate(lines, start=1):
@@ -144,9 +152,9 @@ def read_sevenscenes(root: str, split: str, ground_axes: tuple[int, int] = (0, 1
   paths, keys, poses = [], [], []
   for seq in read_split_file(split_path):
     seq_dir = f"{root}/{seq}"
-    if not tf.io.gfile.isdir(seq_dir):
+    if not gcl_io.isdir(seq_dir):
       raise DatasetError(f"{seq_dir}: sequence folder not found (listed in {split_path})")
-    files = set(tf.io.gfile.listdir(seq_dir))
+    files = set(gcl_io.listdir(seq_dir))
     stems = sorted({m.group(1) for f in files if (m := _FRAME.match(f.rstrip("/")))})
     if not stems:
       raise DatasetError(f"{seq_dir}: no frame-XXXXXX.pose.txt files")

@@ -39,8 +39,8 @@ import time
 
 import numpy as np
 
-from gcl_jax.data.msls import DatasetError
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import DatasetError
+from gcl_jax.types import ImageTable
 
 SCHEME = "tfds://"
 _META = ("key", "path", "split", "city", "side")

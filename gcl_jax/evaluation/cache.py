@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 
 KEY_VERSION = 1  # Bump when the descriptor layout or the key recipe changes.
 

@@ -15,8 +15,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from gcl_jax.data import pipeline
-from gcl_jax.train import sharding
+from gcl_jax.data import pipeline, stream
+from gcl_jax import parallel
 
 
 def extract_descriptors(embed: Callable, params, model_state, paths: Sequence[str],
@@ -32,13 +32,11 @@ def extract_descriptors(embed: Callable, params, model_state, paths: Sequence[st
   padded = np.asarray(list(paths) + [paths[0]] * (num_batches * batch_size - n), dtype=str)
   mine = pipeline.host_indices(len(padded), batch_size)
   batches = pipeline.image_batches(list(padded[mine]), batch_size=batch_size // jax.process_count(),
-                                   image_size=config.data.image_size, mean=config.data.mean,
-                                   std=config.data.std,
-                                   normalize=not config.data.normalize_on_device)
+                                   **stream.pipeline_options(config))
   out = []
   for batch in tqdm(batches, total=num_batches, desc=desc, unit="batch", leave=False,
                     disable=jax.process_index() != 0):
-    images = sharding.global_batch({"image": batch["image"]}, mesh)["image"]
+    images = parallel.global_batch({"image": batch["image"]}, mesh)["image"]
     descriptors = embed(params, model_state, images)
     out.append(np.asarray(multihost_utils.process_allgather(descriptors, tiled=True)))
   return np.concatenate(out)[:n].astype(np.float32)

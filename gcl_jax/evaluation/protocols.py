@@ -54,7 +54,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 from gcl_jax.evaluation.knn import knn_search
 from gcl_jax.evaluation.metrics import PAD, recall_at_n
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gcl_jax import io as gcl_io
 from gcl_jax.evaluation.knn import knn_search
 from gcl_jax.evaluation.protocols import CityEval, CityResult
 from gcl_jax.evaluation.visualize import results_markdown
@@ -23,15 +24,7 @@ PER_QUERY_COLUMNS = ("city", "query_key", "first_positive_rank", "top1_distance"
 
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` atomically (temporary file in the same directory, then rename)."""
-  path = os.fspath(path)
-  parent = os.path.dirname(path)
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  gcl_io.atomic_write(path, text)
 
 
 def first_positive_ranks(detail: CityResult) -> np.ndarray:
@@ -146,9 +139,8 @@ def write_results(out_dir: str | os.PathLike, results: dict[str, dict],
   Returns:
     (json path, markdown path).
   """
-  out_dir = os.fspath(out_dir)
-  json_path = os.path.join(out_dir, "results.json")
-  md_path = os.path.join(out_dir, "results.md")
+  json_path = gcl_io.join(out_dir, "results.json")
+  md_path = gcl_io.join(out_dir, "results.md")
   _write_text(json_path, json.dumps(results, indent=1, sort_keys=True) + "\n")
   _write_text(md_path, results_markdown(results, ns=ns))
   return json_path, md_path

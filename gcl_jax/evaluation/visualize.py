@@ -6,7 +6,7 @@ the process-wide backend are never touched, so this works headless and inside no
 
 from __future__ import annotations
 
-import os
+import io
 import re
 from collections.abc import Sequence
 
@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from gcl_jax import io as gcl_io
 from gcl_jax.data import files
 
 CORRECT_COLOR = "#00c000"  # Border of a retrieval that is a positive.
@@ -132,10 +133,7 @@ def plot_retrievals(query_paths: Sequence[str], db_paths: Sequence[str], ranked:
       ax.imshow(cache[idx], aspect="equal", interpolation="antialiased")
       _style_panel(ax, CORRECT_COLOR if ok else WRONG_COLOR,
                    f"#{c} {'correct' if ok else 'wrong'}", fontsize, border_pt)
-  parent = os.path.dirname(os.fspath(out_path))
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  fig.savefig(out_path, dpi=dpi, format="png", facecolor="white")
+  _save_png(fig, out_path, dpi, facecolor="white")
   return rows
 
 
@@ -147,6 +145,13 @@ def _recall_ns(result: dict) -> list[int]:
     if m:
       ns.append(int(m.group(1)))
   return sorted(ns)
+
+
+def _save_png(fig: Figure, out_path: str, dpi: int, **kwargs) -> None:
+  """Renders `fig` to PNG and writes it atomically (local path or URL)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=dpi, format="png", **kwargs)
+  gcl_io.atomic_write(out_path, buf.getvalue())
 
 
 def plot_recall_curves(results: dict[str, dict], out_path: str, *, title: str | None = None,
@@ -199,10 +204,7 @@ def plot_recall_curves(results: dict[str, dict], out_path: str, *, title: str | 
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  parent = os.path.dirname(os.fspath(out_path))
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  fig.savefig(out_path, dpi=dpi, format="png")
+  _save_png(fig, out_path, dpi)
 
 
 def results_markdown(results: dict[str, dict], ns: Sequence[int] = (1, 5, 10, 20)) -> str:
@@ -226,3 +228,44 @@ def results_markdown(results: dict[str, dict], ns: Sequence[int] = (1, 5, 10, 20
            cell(result.get("protocol"))]
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
+
+
+def plot_compare_curves(summary: dict, out_path: str, *, n: int = 5, dpi: int = 120) -> None:
+  """compare.png: Recall@n against images seen, one curve per variant, a band over seeds.
+
+  Left: against images through the backward pass (the budget every variant gets); right: against
+  all images through the network in training (backward pass + forward passes spent on mining).
+  The line is the mean over seeds at each evaluation point, the band mean ± standard deviation.
+
+  Args:
+    summary: the `compare` summary (variants -> runs -> curve rows).
+    out_path: PNG file to write.
+    n: which Recall@n to draw.
+  """
+  fig = Figure(figsize=(11, 4.2), dpi=dpi)
+  FigureCanvasAgg(fig)
+  axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+  key = f"recall@{n}"
+  for name, variant in summary["variants"].items():
+    curves = [r["curve"] for r in variant["runs"] if r["curve"]]
+    if not curves:
+      continue
+    length = min(len(c) for c in curves)  # runs of one variant share their evaluation steps
+    rows = [c[:length] for c in curves]
+    recall = np.array([[row[key] for row in c] for c in rows])
+    backward = np.mean([[row["images_backward"] for row in c] for c in rows], axis=0)
+    mining = np.mean([[row["images_forwarded_mining"] for row in c] for c in rows], axis=0)
+    mean, std = recall.mean(0), recall.std(0, ddof=1) if len(rows) > 1 else np.zeros(length)
+    for ax, x in zip(axes, (backward, backward + mining)):
+      (line,) = ax.plot(x, mean, marker="o", linewidth=2, label=f"{name} ({len(rows)} seeds)")
+      ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+  titles = ("images through the backward pass", "images through the network (incl. mining)")
+  for ax, title in zip(axes, titles):
+    ax.set_xlabel(title)
+    ax.set_ylabel(f"Recall@{n} (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+  fig.suptitle(f"Recall@{n} against images seen (mean ± std over seeds)")
+  fig.tight_layout()
+  _save_png(fig, out_path, dpi)

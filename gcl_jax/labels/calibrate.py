@@ -27,18 +27,18 @@ Command line:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 from collections.abc import Sequence
 
+from absl import flags
 import numpy as np
 from scipy import spatial
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax import cli
+from gcl_jax.types import ImageTable
 from gcl_jax.labels.fov2d import fov_overlap
-from gcl_jax.labels.table import PairTable
+from gcl_jax.types import DatasetError, PairTable
 
 RADII_M = (25.0, 30.0, 40.0, 50.0, 60.0, 75.0, 100.0)
 FOVS_DEG = (60.0, 70.0, 80.0, 90.0, 100.0, 120.0)
@@ -166,12 +166,25 @@ def calibrate(query: ImageTable, database: ImageTable, reference: PairTable, *,
   return results
 
 
-def calibrate_h5(h5_path: str, root: str, city: str, *, split: str = "train_val",
+def calibrate_h5(h5_path: str, query: ImageTable, database: ImageTable,
                  **grid: Sequence) -> list[CalibrationResult]:
-  """Reads an MSLS city and its `<city>_gt.h5` and runs `calibrate` (grid keywords pass through)."""
-  from gcl_jax.data.msls import read_msls_city  # pylint: disable=g-import-not-at-top
+  """Reads a city's `<city>_gt.h5` and runs `calibrate` on it.
+
+  Args:
+    h5_path: the authors' label file of the city.
+    query, database: the city's image tables, e.g. from `gcl_jax.data.msls.read_msls_city`
+      (the caller reads them; the labels never import a data reader).
+    **grid: the grid keywords of `calibrate`.
+
+  Returns:
+    One CalibrationResult per candidate, sorted best first.
+
+  Raises:
+    FileNotFoundError, H5LabelError: if the file cannot be read or its shape differs from the
+      tables' sizes.
+    ValueError: as `calibrate`.
+  """
   from gcl_jax.labels.h5 import read_gt_h5  # pylint: disable=g-import-not-at-top
-  query, database = read_msls_city(root, city, split)
   reference = read_gt_h5(h5_path, len(query), len(database))
   return calibrate(query, database, reference, **grid)
 
@@ -188,34 +201,72 @@ def format_results(results: Sequence[CalibrationResult], top: int = 10) -> str:
   return "\n".join(lines)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-  return tuple(float(x) for x in text.split(",") if x.strip())
+_CLI = cli.Command("python -m gcl_jax.labels.calibrate", __doc__)
+
+
+class _FloatListParser(flags.ListParser):
+  """A comma-separated list of numbers, e.g. `--radii=30,40`."""
+
+  def parse(self, argument):
+    values = [float(x) for x in super().parse(argument) if x != ""]
+    if not values:
+      raise ValueError("needs at least one number")
+    return values
+
+
+def _define_flags() -> flags.FlagValues:
+  """The command line's flags, on their own FlagValues (other CLIs may share the process)."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("h5", None, "the authors' <city>_gt.h5", flag_values=fv, required=True)
+  flags.DEFINE_string("root", None, "MSLS root (holds <split>/<city>/...)", flag_values=fv,
+                      required=True)
+  flags.DEFINE_string("city", None, "city of the .h5 file", flag_values=fv, required=True)
+  flags.DEFINE_string("split", "train_val", "dataset split folder", flag_values=fv)
+  csv_floats = flags.CsvListSerializer(",")
+  flags.DEFINE(_FloatListParser(), "radii", list(RADII_M), "comma-separated radii, metres",
+               flag_values=fv, serializer=csv_floats)
+  flags.DEFINE(_FloatListParser(), "fovs", list(FOVS_DEG), "comma-separated angles, degrees",
+               flag_values=fv, serializer=csv_floats)
+  flags.DEFINE_list("normalizations", list(NORMALIZATIONS), "comma-separated, each one of "
+                    f"{','.join(NORMALIZATIONS)}", flag_values=fv)
+  flags.register_validator(
+      "normalizations", lambda v: bool(v) and all(n in NORMALIZATIONS for n in v),
+      message=f"each must be one of {','.join(NORMALIZATIONS)} (at least one)", flag_values=fv)
+  flags.DEFINE(_FloatListParser(), "cutoffs", list(CUTOFF_FACTORS),
+               "comma-separated cut-off factors", flag_values=fv, serializer=csv_floats)
+  flags.DEFINE_integer("top", 10, "rows of the ranking to print", lower_bound=1, flag_values=fv)
+  return fv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Command-line entry point: prints the ranking and, last, the best candidate as JSON."""
-  p = argparse.ArgumentParser(prog="python -m gcl_jax.labels.calibrate", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--h5", required=True, help="the authors' <city>_gt.h5")
-  p.add_argument("--root", required=True, help="MSLS root (holds train_val/<city>/...)")
-  p.add_argument("--city", required=True)
-  p.add_argument("--split", default="train_val")
-  p.add_argument("--radii", type=_floats, default=RADII_M, help="comma-separated metres")
-  p.add_argument("--fovs", type=_floats, default=FOVS_DEG, help="comma-separated degrees")
-  p.add_argument("--normalizations", default=",".join(NORMALIZATIONS))
-  p.add_argument("--cutoffs", type=_floats, default=CUTOFF_FACTORS)
-  p.add_argument("--top", type=int, default=10, help="rows of the ranking to print")
-  args = p.parse_args(argv)
-  results = calibrate_h5(args.h5, args.root, args.city, split=args.split, radii_m=args.radii,
-                         fovs_deg=args.fovs,
-                         normalizations=tuple(s for s in args.normalizations.split(",") if s),
-                         cutoff_factors=args.cutoffs)
-  print(f"city {args.city}: {results[0].num_compared} pairs compared (panoramas excluded), "
+  """Command-line entry point: prints the ranking and, last, the best candidate as JSON.
+
+  Args:
+    argv: the arguments after the program name (default sys.argv[1:]).
+
+  Returns:
+    The exit status: 0 on success (and for --help), 2 on a bad command line, 1 when the files
+    cannot be read or do not match.
+  """
+  fv = _define_flags()
+  status = _CLI.parse(fv, argv)
+  if isinstance(status, int):
+    return status
+  # The CLI composes the MSLS reader and the labels (the library function takes the tables).
+  from gcl_jax.data.msls import read_msls_city  # pylint: disable=g-import-not-at-top
+  try:
+    query, database = read_msls_city(fv.root, fv.city, fv.split)
+    results = calibrate_h5(fv.h5, query, database, radii_m=tuple(fv.radii),
+                           fovs_deg=tuple(fv.fovs), normalizations=tuple(fv.normalizations),
+                           cutoff_factors=tuple(fv.cutoffs))
+  except (DatasetError, OSError, ValueError) as e:
+    return _CLI.error(str(e), 1)
+  print(f"city {fv.city}: {results[0].num_compared} pairs compared (panoramas excluded), "
         f"{len(results)} candidates")
-  print(format_results(results, args.top))
+  print(format_results(results, fv.top))
   print(json.dumps({"best": dataclasses.asdict(results[0])}, sort_keys=True))
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

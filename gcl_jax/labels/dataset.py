@@ -1,7 +1,9 @@
-"""Labels a whole MSLS-layout dataset, city by city, and summarises the labels of each city.
+"""Labels a whole dataset, city by city, and summarises the labels of each city.
 
-`label_dataset` reads each city with the MSLS reader, computes (or reuses, through
-`label_city_cached`) its sparse FoV PairTable, and returns one summary per city:
+`label_dataset` takes the (city, query table, database table) triples that a reader produced
+(e.g. `gcl_jax.data.msls.read_msls_city`; this module never reads images or CSVs itself),
+computes (or reuses, through `label_city_cached`) each city's sparse FoV PairTable, and returns
+one summary per city:
 
     queries, database           number of images on each side
     pairs                       number of listed pairs (camera centres within the search radius)
@@ -17,29 +19,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from gcl_jax.data.msls import read_msls_city
-from gcl_jax.labels.fov2d import city_pair_table
+from gcl_jax.labels.fov2d import DEFAULT_PARAMS, city_pair_table
 from gcl_jax.labels.io import label_city_cached
-from gcl_jax.labels.table import PairTable, SIM_AMBIGUOUS, SIM_POSITIVE
-
-
-def list_cities(root: str, split: str = "train_val") -> list[str]:
-  """Sorted names of the city folders under `<root>/<split>` that have a `query` folder.
-
-  Raises:
-    FileNotFoundError: if `<root>/<split>` is not a directory.
-  """
-  base = f"{root.rstrip('/')}/{split}"
-  if not tf.io.gfile.isdir(base):
-    raise FileNotFoundError(f"{base}: directory not found (dataset root {root!r}, split {split!r})")
-  names = [n.rstrip("/") for n in tf.io.gfile.listdir(base)]
-  return sorted(n for n in names if tf.io.gfile.isdir(f"{base}/{n}/query"))
+from gcl_jax.types import ImageTable, PairTable, SIM_AMBIGUOUS, SIM_POSITIVE
 
 
 def summarize(table: PairTable, query_pano: np.ndarray | None = None,
@@ -62,55 +49,48 @@ def summarize(table: PairTable, query_pano: np.ndarray | None = None,
   return out
 
 
-def label_dataset(root: str, cities: Sequence[str] | str | None = None,
-                  out_dir: str | None = None, *, split: str = "train_val",
-                  radius_m: float = 50.0, fov_deg: float = 90.0, normalization: str = "ratio",
-                  cutoff_factor: float = 2.0, pos_dist_m: float = 10.0, neg_dist_m: float = 25.0,
+def label_dataset(cities: Iterable[tuple[str, ImageTable, ImageTable]],
+                  out_dir: str | None = None, *, num_cities: int | None = None,
+                  radius_m: float = DEFAULT_PARAMS["radius_m"],
+                  fov_deg: float = DEFAULT_PARAMS["fov_deg"],
+                  normalization: str = DEFAULT_PARAMS["normalization"],
+                  cutoff_factor: float = DEFAULT_PARAMS["cutoff_factor"],
+                  pos_dist_m: float = DEFAULT_PARAMS["pos_dist_m"],
+                  neg_dist_m: float = DEFAULT_PARAMS["neg_dist_m"],
                   progress: bool = True) -> dict[str, dict[str, Any]]:
-  """Computes the FoV labels of every listed city of an MSLS-layout dataset.
+  """Computes the FoV labels of every given city.
 
   Args:
-    root: dataset root (holds `<split>/<city>/{query,database}/...`).
-    cities: city names, a comma-separated string, or None / "all" for every city folder of the
-      split.
+    cities: (name, query table, database table) of each city, e.g. a generator that reads them
+      one by one (then give `num_cities` for the progress bar).
     out_dir: label cache directory (`<out_dir>/<city>_fov.npz` + manifest, reused when the inputs
       and parameters are unchanged); None computes the labels without writing anything.
-    split: "train_val" (or "test" for a layout that has the CSVs).
+    num_cities: number of cities, for the progress bar (default len(cities) when it has one).
     radius_m, fov_deg, normalization, cutoff_factor, pos_dist_m, neg_dist_m: labelling parameters
-      (see `city_pair_table`).
+      (see `city_pair_table`; defaults `fov2d.DEFAULT_PARAMS`).
     progress: show a tqdm progress bar over the cities.
 
   Returns:
     {city: summary} in the order the cities were given (see the module docstring), each summary
-    also holding "seconds" (wall time of the city) and "cached" (True when the label file was
-    reused).
+    also holding "seconds" (wall time of the city, reading included) and "cached" (True when the
+    label file was reused).
 
   Raises:
-    FileNotFoundError: if the split folder does not exist (cities=None).
-    gcl_jax.data.msls.DatasetError: on malformed CSVs (naming file and row).
-    ValueError: on an invalid parameter or an empty city list.
+    ValueError: on an invalid parameter or no city at all.
   """
-  if cities is None or cities == "all":
-    names = list_cities(root, split)
-  elif isinstance(cities, str):
-    names = [c.strip() for c in cities.split(",") if c.strip()]
-  else:
-    names = [str(c) for c in cities]
-  if not names:
-    raise ValueError(f"no cities to label under {root!r} (split {split!r}, cities={cities!r})")
   params = {"radius_m": radius_m, "fov_deg": fov_deg, "normalization": normalization,
             "cutoff_factor": cutoff_factor, "pos_dist_m": pos_dist_m, "neg_dist_m": neg_dist_m}
   bar = None
   if progress:
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=len(names), desc="labelling cities", unit="city")
+    total = num_cities if num_cities is not None else getattr(cities, "__len__", lambda: None)()
+    bar = tqdm(total=total, desc="labelling cities", unit="city")
   out = {}
   try:
-    for city in names:
+    t0 = time.perf_counter()
+    for city, query, database in cities:
       if bar is not None:
         bar.set_postfix_str(city)
-      t0 = time.perf_counter()
-      query, database = read_msls_city(root, city, split)
       label_file, cached = None, False
       if out_dir is None:
         table = city_pair_table(query, database, **params)
@@ -123,9 +103,12 @@ def label_dataset(root: str, cities: Sequence[str] | str | None = None,
                    "cached": cached, "seconds": round(time.perf_counter() - t0, 3)}
       if bar is not None:
         bar.update(1)
+      t0 = time.perf_counter()
   finally:
     if bar is not None:
       bar.close()
+  if not out:
+    raise ValueError("no cities to label")
   return out
 
 

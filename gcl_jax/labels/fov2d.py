@@ -38,13 +38,27 @@ integration (to 1e-5) and a dense grid (to 2e-3), see tests/test_fov2d.py. Throu
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from scipy import spatial
 
-from gcl_jax.data.table import ImageTable
-from gcl_jax.labels.table import PairTable, SIM_AMBIGUOUS, SIM_NEGATIVE, SIM_POSITIVE
+from gcl_jax.types import ImageTable
+from gcl_jax.types import PairTable, SIM_AMBIGUOUS, SIM_NEGATIVE, SIM_POSITIVE
 
 METHOD = "exact-sector-green/1"  # recorded in PairTable.params; bump when the values change.
+
+# The one place that holds the default labelling parameters: the keyword defaults of
+# `fov_overlap`, `pair_table_params` and `city_pair_table` below, `label_dataset` and the
+# command lines (python -m gcl_jax.labels) all read them from here.
+DEFAULT_PARAMS = types.MappingProxyType({
+    "radius_m": 50.0,  # sector radius r, metres.
+    "fov_deg": 90.0,  # full sector angle, degrees.
+    "normalization": "ratio",  # |A ∩ B| / |A|; or "iou".
+    "cutoff_factor": 2.0,  # 2 = the exact geometric bound (no cut-off).
+    "pos_dist_m": 10.0,  # binary label: positive within this distance.
+    "neg_dist_m": 25.0,  # binary label: negative beyond this distance.
+})
 
 _NORMALIZATIONS = ("ratio", "iou")
 _TWO_PI = 2.0 * np.pi
@@ -174,8 +188,10 @@ def _intersection_area_unit(px: np.ndarray, py: np.ndarray, beta: np.ndarray, cb
 
 
 def fov_overlap(pos_a: np.ndarray, heading_a: np.ndarray, pos_b: np.ndarray, heading_b: np.ndarray,
-                *, radius_m: float = 50.0, fov_deg: float = 90.0, normalization: str = "ratio",
-                cutoff_factor: float = 2.0) -> np.ndarray:
+                *, radius_m: float = DEFAULT_PARAMS["radius_m"],
+                fov_deg: float = DEFAULT_PARAMS["fov_deg"],
+                normalization: str = DEFAULT_PARAMS["normalization"],
+                cutoff_factor: float = DEFAULT_PARAMS["cutoff_factor"]) -> np.ndarray:
   """Graded FoV overlap of camera pairs (exact circular-sector intersection).
 
   Args:
@@ -254,9 +270,12 @@ def _check_positions(table: ImageTable, what: str) -> None:
                      f"non-finite UTM position {table.utm[i].tolist()} ({len(bad)} such rows)")
 
 
-def pair_table_params(*, radius_m: float = 50.0, fov_deg: float = 90.0,
-                      normalization: str = "ratio", cutoff_factor: float = 2.0,
-                      pos_dist_m: float = 10.0, neg_dist_m: float = 25.0) -> dict:
+def pair_table_params(*, radius_m: float = DEFAULT_PARAMS["radius_m"],
+                      fov_deg: float = DEFAULT_PARAMS["fov_deg"],
+                      normalization: str = DEFAULT_PARAMS["normalization"],
+                      cutoff_factor: float = DEFAULT_PARAMS["cutoff_factor"],
+                      pos_dist_m: float = DEFAULT_PARAMS["pos_dist_m"],
+                      neg_dist_m: float = DEFAULT_PARAMS["neg_dist_m"]) -> dict:
   """Validated `PairTable.params` that `city_pair_table` records for these arguments.
 
   Besides the arguments (as plain floats / str) it holds `search_radius_m`
@@ -279,10 +298,13 @@ def pair_table_params(*, radius_m: float = 50.0, fov_deg: float = 90.0,
   }
 
 
-def city_pair_table(query: ImageTable, database: ImageTable, *, radius_m: float = 50.0,
-                    fov_deg: float = 90.0, normalization: str = "ratio",
-                    cutoff_factor: float = 2.0, pos_dist_m: float = 10.0,
-                    neg_dist_m: float = 25.0) -> PairTable:
+def city_pair_table(query: ImageTable, database: ImageTable, *,
+                    radius_m: float = DEFAULT_PARAMS["radius_m"],
+                    fov_deg: float = DEFAULT_PARAMS["fov_deg"],
+                    normalization: str = DEFAULT_PARAMS["normalization"],
+                    cutoff_factor: float = DEFAULT_PARAMS["cutoff_factor"],
+                    pos_dist_m: float = DEFAULT_PARAMS["pos_dist_m"],
+                    neg_dist_m: float = DEFAULT_PARAMS["neg_dist_m"]) -> PairTable:
   """Sparse graded (FoV) and binary (distance) labels of all (query, database) pairs of one city.
 
   Every pair whose camera centres are within the search radius

@@ -20,7 +20,7 @@ import os
 import h5py
 import numpy as np
 
-from gcl_jax.labels.table import PairTable, SIM_NEGATIVE, SIM_POSITIVE
+from gcl_jax.types import PairTable, SIM_NEGATIVE, SIM_POSITIVE
 
 METHOD = "authors-gt-h5/1"  # recorded in PairTable.params["method"].
 _BLOCK_ROWS = 256  # rows per read: 256 x 30k float64 = 61 MB at most per dataset.

@@ -32,6 +32,13 @@ City cache (`label_city_cached`): `<out_dir>/<city>_fov.npz` (a label file as ab
 and sizes all equal the current ones and the label file loads with the same params; otherwise
 labels are recomputed and both files rewritten (the old manifest is deleted first, so an
 interrupted rewrite can never leave a manifest that vouches for a different label file).
+
+6-DoF cache (`label_pose3d_cached`, 3-D overlap labels of `gcl_jax.labels.pose3d`): the same pair of
+files, `<out_dir>/<name>_pose3d.npz` and `<out_dir>/<name>_pose3d.manifest.json`, with manifest
+format "gcl_jax.pose3d_manifest" and `num_queries` = `num_database` = the number of frames.
+Its `inputs_sha256` hashes the poses ((N, 4, 4) float64 bytes), the frame keys (UTF-8,
+length-prefixed) and, when depth maps are used, the bytes of every depth file in order; the depth
+maps are decoded only when the labels are (re)computed.
 """
 
 from __future__ import annotations
@@ -45,14 +52,16 @@ from typing import Any
 
 import numpy as np
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
+from gcl_jax.labels import pose3d
 from gcl_jax.labels.fov2d import city_pair_table, pair_table_params
-from gcl_jax.labels.table import PairTable
+from gcl_jax.types import PairTable
 
 FORMAT = "gcl_jax.PairTable"
 FORMAT_VERSION = 1
 MANIFEST_FORMAT = "gcl_jax.fov_manifest"
 MANIFEST_VERSION = 1
+POSE3D_MANIFEST_FORMAT = "gcl_jax.pose3d_manifest"
 
 _ARRAYS = {"indptr": np.int64, "db_idx": np.int32, "psi": np.float32, "sim": np.int8,
            "dist": np.float32}
@@ -216,18 +225,28 @@ def label_city_cached(query: ImageTable, database: ImageTable, out_dir: str, cit
   if unknown:
     raise TypeError(f"label_city_cached: unknown parameter(s) {unknown}; expected some of "
                     f"{list(_CITY_PARAMS)}")
-  if not city or os.sep in city or (os.altsep and os.altsep in city) or city in (".", ".."):
-    raise ValueError(f"city must be a plain file-name component, got {city!r}")
-  npz_path = os.path.join(out_dir, f"{city}_fov.npz")
-  manifest_path = os.path.join(out_dir, f"{city}_fov.manifest.json")
-  digest = inputs_sha256(query, database)
-  sizes = {"num_queries": len(query), "num_database": len(database)}
-
+  _check_name(city, "city")
   # The params the table records (defaults filled in, validated), as they read back from JSON.
-  expected_params = json.loads(json.dumps(pair_table_params(**params), sort_keys=True))
+  return _cached(out_dir, city, "fov", MANIFEST_FORMAT, inputs_sha256(query, database),
+                 {"num_queries": len(query), "num_database": len(database)},
+                 pair_table_params(**params), lambda: city_pair_table(query, database, **params))
+
+
+def _check_name(name: str, what: str) -> None:
+  if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
+    raise ValueError(f"{what} must be a plain file-name component, got {name!r}")
+
+
+def _cached(out_dir: str, name: str, suffix: str, manifest_format: str, digest: str,
+            sizes: dict[str, int], params: dict, compute) -> PairTable:
+  """The table at `<out_dir>/<name>_<suffix>.npz` when its manifest vouches for these inputs and
+  params; otherwise `compute()`, stored with a fresh manifest (see the module docstring)."""
+  npz_path = os.path.join(out_dir, f"{name}_{suffix}.npz")
+  manifest_path = os.path.join(out_dir, f"{name}_{suffix}.manifest.json")
+  expected_params = json.loads(json.dumps(params, sort_keys=True))  # as read back from JSON
   manifest = _read_manifest(manifest_path)
-  if (manifest is not None and manifest.get("format") == MANIFEST_FORMAT
-      and manifest.get("format_version") == MANIFEST_VERSION and manifest.get("city") == city
+  if (manifest is not None and manifest.get("format") == manifest_format
+      and manifest.get("format_version") == MANIFEST_VERSION and manifest.get("city") == name
       and manifest.get("inputs_sha256") == digest and manifest.get("params") == expected_params
       and all(manifest.get(k) == v for k, v in sizes.items())):
     try:
@@ -240,14 +259,83 @@ def label_city_cached(query: ImageTable, database: ImageTable, out_dir: str, cit
         and manifest.get("num_pairs") == table.num_pairs):
       return table
 
-  table = city_pair_table(query, database, **params)
+  table = compute()
   if os.path.exists(manifest_path):
     os.remove(manifest_path)
   save_pair_table(npz_path, table)
-  manifest = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "city": city,
+  manifest = {"format": manifest_format, "format_version": MANIFEST_VERSION, "city": name,
               "label_file": os.path.basename(npz_path), "params": table.params,
               "inputs_sha256": digest, **sizes, "num_pairs": table.num_pairs}
   text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
   _atomic_write(manifest_path, lambda f: f.write(text.encode("utf-8")))
   return table
+
+
+def pose3d_inputs_sha256(poses: np.ndarray, keys, depth_paths=None) -> str:
+  """SHA-256 (hex) of the inputs of 6-DoF labels: poses, frame keys, depth file bytes."""
+  h = hashlib.sha256()
+  poses = np.ascontiguousarray(np.asarray(poses, np.float64))
+  h.update(f"poses:{poses.dtype.str}:{poses.shape};".encode())
+  h.update(poses.tobytes())
+  h.update(f"keys:{len(keys)};".encode())
+  for k in keys:
+    b = str(k).encode("utf-8")
+    h.update(len(b).to_bytes(8, "little"))
+    h.update(b)
+  if depth_paths is not None:
+    h.update(f"depths:{len(depth_paths)};".encode())
+    for p in depth_paths:
+      with open(p, "rb") as f:
+        h.update(hashlib.sha256(f.read()).digest())
+  return h.hexdigest()
+
+
+def label_pose3d_cached(poses: np.ndarray, keys, out_dir: str, name: str, *,
+                        intrinsics: pose3d.Intrinsics = pose3d.SEVEN_SCENES_DEPTH,
+                        depth_paths=None, positive_above: float = 0.5,
+                        symmetric: str | None = "mean", **overlap_kwargs: Any) -> PairTable:
+  """`pose3d.pose_pair_table` over one set of frames, with an on-disk cache (module docstring).
+
+  Args:
+    poses: (N, 4, 4) camera-to-world poses of the frames.
+    keys: the N frame keys (part of the cache key: reordered frames are relabelled).
+    out_dir: cache directory (created if needed).
+    name: files are `<out_dir>/<name>_pose3d.npz` and `<out_dir>/<name>_pose3d.manifest.json`.
+    intrinsics: the camera (and depth maps') intrinsics.
+    depth_paths: None (frustum overlap) or N depth PNGs (16-bit millimetres, read with
+      `pose3d.load_depth_png` only on a cache miss; the depth measure).
+    positive_above, symmetric, **overlap_kwargs: as `pose3d.pose_pair_table` (overlap_kwargs:
+      depth_tolerance_m, stride, near_m, max_range_m, num_depths).
+
+  Returns:
+    The cached table when the manifest matches the current parameters and inputs, otherwise a
+    freshly computed one (which is then stored). The diagonal (a frame with itself) is not listed.
+
+  Raises:
+    TypeError: on an unknown overlap parameter.
+    ValueError: on an invalid name, mismatched sizes or an invalid parameter value.
+  """
+  _check_name(name, "name")
+  poses = np.asarray(poses, np.float64)
+  n = len(poses)
+  if poses.shape != (n, 4, 4):
+    raise ValueError(f"label_pose3d_cached({name!r}): poses must have shape (N, 4, 4), got "
+                     f"{poses.shape}")
+  if len(keys) != n:
+    raise ValueError(f"label_pose3d_cached({name!r}): {len(keys)} keys for {n} poses")
+  if depth_paths is not None and len(depth_paths) != n:
+    raise ValueError(f"label_pose3d_cached({name!r}): {len(depth_paths)} depth maps for {n} poses")
+  params = pose3d.pose_pair_table_params(intrinsics, with_depths=depth_paths is not None,
+                                         positive_above=positive_above, symmetric=symmetric,
+                                         **overlap_kwargs)
+
+  def compute() -> PairTable:
+    depths = (None if depth_paths is None
+              else [pose3d.load_depth_png(p) for p in depth_paths])
+    return pose3d.pose_pair_table(poses, intrinsics, depths=depths, positive_above=positive_above,
+                                  symmetric=symmetric, **overlap_kwargs)
+
+  return _cached(out_dir, name, "pose3d", POSE3D_MANIFEST_FORMAT,
+                 pose3d_inputs_sha256(poses, keys, depth_paths),
+                 {"num_queries": n, "num_database": n}, params, compute)
 

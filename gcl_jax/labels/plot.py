@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from gcl_jax.data.table import ImageTable
-from gcl_jax.labels.table import PairTable
+from gcl_jax.types import ImageTable
+from gcl_jax.types import PairTable
 
 
 def _sector(ax, centre: np.ndarray, heading_deg: float, radius_m: float, fov_deg: float,

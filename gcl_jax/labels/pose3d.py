@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gcl_jax.labels.table import PairTable, SIM_NEGATIVE, SIM_POSITIVE
+from gcl_jax.types import PairTable, SIM_NEGATIVE, SIM_POSITIVE
 
 METHOD_DEPTH = "pose3d-depth/1"
 METHOD_FRUSTUM = "pose3d-frustum/1"
@@ -64,6 +64,31 @@ class Intrinsics:
 
 SEVEN_SCENES_DEPTH = Intrinsics(fx=585.0, fy=585.0, cx=320.0, cy=240.0, width=640, height=480)
 SEVEN_SCENES_COLOR = Intrinsics(fx=525.0, fy=525.0, cx=320.0, cy=240.0, width=640, height=480)
+# Named intrinsics (`intrinsics_from_spec`): "7scenes" is the depth camera, the one depth maps are
+# back-projected with (the frustum measure uses the same camera by default).
+INTRINSICS_PRESETS = {"7scenes": SEVEN_SCENES_DEPTH, "7scenes_color": SEVEN_SCENES_COLOR}
+
+
+def intrinsics_from_spec(spec: str) -> Intrinsics:
+  """A preset name of INTRINSICS_PRESETS, or "fx,fy,cx,cy,width,height" in pixels.
+
+  Raises:
+    ValueError: naming the spec when it is neither.
+  """
+  if spec in INTRINSICS_PRESETS:
+    return INTRINSICS_PRESETS[spec]
+  parts = str(spec).split(",")
+  try:
+    values = [float(v) for v in parts]
+  except ValueError:
+    values = []
+  if len(values) != 6:
+    raise ValueError(f"intrinsics {spec!r}: expected one of {sorted(INTRINSICS_PRESETS)} or "
+                     "'fx,fy,cx,cy,width,height' (six numbers, pixels)")
+  fx, fy, cx, cy, width, height = values
+  if width != int(width) or height != int(height):
+    raise ValueError(f"intrinsics {spec!r}: width and height must be integers")
+  return Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=int(width), height=int(height))
 
 
 def quaternion_from_matrix(matrix: np.ndarray) -> np.ndarray:
@@ -328,6 +353,9 @@ def pose_pair_table(poses: Sequence[np.ndarray] | np.ndarray,
     symmetric: as `pose_overlap_matrix` ("mean" by default; None keeps M[a, b] as is).
     **overlap_kwargs: depth_tolerance_m, stride, near_m, max_range_m, num_depths.
   """
+  params = pose_pair_table_params(intrinsics, with_depths=depths is not None,
+                                  positive_above=positive_above, include_self=include_self,
+                                  symmetric=symmetric, **overlap_kwargs)
   m = pose_overlap_matrix(poses, intrinsics, depths=depths, symmetric=symmetric,
                           **overlap_kwargs).astype(np.float32)
   n = m.shape[0]
@@ -338,12 +366,28 @@ def pose_pair_table(poses: Sequence[np.ndarray] | np.ndarray,
   indptr = np.zeros(n + 1, np.int64)
   np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
   psi = m[rows, cols]
-  params = {"method": METHOD_DEPTH if depths is not None else METHOD_FRUSTUM,
-            "intrinsics": dataclasses.asdict(intrinsics), "positive_above": float(positive_above),
-            "symmetric": symmetric, "include_self": bool(include_self),
-            **{k: v for k, v in overlap_kwargs.items()}}
   return PairTable(num_queries=n, num_database=n, indptr=indptr, db_idx=cols.astype(np.int32),
                    psi=psi, sim=np.where(psi > positive_above, SIM_POSITIVE,
                                          SIM_NEGATIVE).astype(np.int8),
                    dist=np.linalg.norm(centres[rows] - centres[cols], axis=1).astype(np.float32),
                    params=params)
+
+
+def pose_pair_table_params(intrinsics: Intrinsics = SEVEN_SCENES_DEPTH, *, with_depths: bool,
+                           positive_above: float = 0.5, include_self: bool = False,
+                           symmetric: str | None = "mean", **overlap_kwargs) -> dict:
+  """The `params` that `pose_pair_table` records for these arguments (without computing labels).
+
+  `with_depths` says whether depth maps are given (the depth measure) or not (the frustum one);
+  `overlap_kwargs` are recorded as given, so a cache compares like with like.
+  """
+  unknown = sorted(set(overlap_kwargs) - _OVERLAP_KWARGS)
+  if unknown:
+    raise TypeError(f"unknown overlap parameter(s) {unknown}; expected some of "
+                    f"{sorted(_OVERLAP_KWARGS)}")
+  return {"method": METHOD_DEPTH if with_depths else METHOD_FRUSTUM,
+          "intrinsics": dataclasses.asdict(intrinsics), "positive_above": float(positive_above),
+          "symmetric": symmetric, "include_self": bool(include_self), **overlap_kwargs}
+
+
+_OVERLAP_KWARGS = frozenset({"depth_tolerance_m", "stride", "near_m", "max_range_m", "num_depths"})

@@ -4,6 +4,7 @@ Streets form a square grid (one street every `block_m` metres in both directions
 every `spacing_m` metres along the streets (database positions offset by half a spacing from the
 query positions, with a little lateral noise) and look in one of 4 directions relative to the
 street (forward, right, backward, left, plus a few degrees of noise). Deterministic in `seed`.
+`gcl_jax.data.msls.write_msls_city` writes such tables as an MSLS city.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 import numpy as np
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 
 
 def _street_points(n: int, spacing_m: float, block_m: float, offset_m: float,
@@ -65,26 +66,3 @@ def street_city(num_queries: int, num_database: int, *, spacing_m: float = 3.0,
         paths=np.array([f"synthetic/{side}/images/{k}.jpg" for k in keys]), keys=keys, utm=pos,
         heading=heading, pano=pano, night=np.zeros(n, bool), in_all=np.ones(n, bool)))
   return tables[0], tables[1]
-
-
-def write_msls_city(root: str, city: str, query: ImageTable, database: ImageTable, *,
-                    split: str = "train_val") -> None:
-  """Writes the two tables as an MSLS-layout city (raw.csv and postprocessed.csv, no images).
-
-  `<root>/<split>/<city>/{query,database}/{raw.csv,postprocessed.csv}`; lon/lat are written as 0
-  (the reader uses the UTM columns of postprocessed.csv), panoramas get ca = 0 and pano = True.
-  """
-  import os  # pylint: disable=g-import-not-at-top
-  for side, t in (("query", query), ("database", database)):
-    base = os.path.join(root, split, city, side)
-    os.makedirs(os.path.join(base, "images"), exist_ok=True)
-    with open(os.path.join(base, "raw.csv"), "w", encoding="utf-8") as f:
-      f.write(",key,lon,lat,ca,captured_at,pano\n")
-      for i, k in enumerate(t.keys):
-        ca = 0.0 if t.pano[i] else float(t.heading[i])
-        f.write(f"{i},{k},0.0,0.0,{ca!r},0,{bool(t.pano[i])}\n")
-    with open(os.path.join(base, "postprocessed.csv"), "w", encoding="utf-8") as f:
-      f.write(",key,easting,northing,unique_cluster,control_panel,night,view_direction\n")
-      for i, k in enumerate(t.keys):
-        f.write(f"{i},{k},{float(t.utm[i, 0])!r},{float(t.utm[i, 1])!r},0,0,"
-                f"{bool(t.night[i])},Forward\n")

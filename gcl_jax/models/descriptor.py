@@ -121,11 +121,8 @@ class DescriptorNet(nnx.Module):
 
 
 def build_model(model_config: ml_collections.ConfigDict, seed: int = 0) -> DescriptorNet:
-  """Builds the descriptor network that `model_config` (config.model) describes.
-
-  Optional keys (defaults when absent): netvlad_clusters (64), whitening_dim (0 = none),
-  vgg_end ("pool5").
-  """
+  """Builds the descriptor network that `model_config` (config.model, every key of
+  configs/default.py) describes."""
   dtype = {"float32": None, "bfloat16": jnp.bfloat16}.get(model_config.dtype, "bad")
   if dtype == "bad":
     raise ValueError(f"config.model.dtype must be 'float32' or 'bfloat16', got {model_config.dtype!r}")
@@ -134,14 +131,14 @@ def build_model(model_config: ml_collections.ConfigDict, seed: int = 0) -> Descr
     backbone = ResNet(model_config.arch, width=model_config.width, norm=model_config.norm,
                       norm_groups=model_config.norm_groups, rngs=rngs, dtype=dtype)
   elif model_config.arch == "vgg16":
-    backbone = VGG16(width=model_config.width, end=model_config.get("vgg_end", "pool5"),
+    backbone = VGG16(width=model_config.width, end=model_config.vgg_end,
                      rngs=rngs, dtype=dtype)
   else:
     raise ValueError(f"unknown config.model.arch {model_config.arch!r}; "
                      f"choose one of {BACKBONES}")
-  if model_config.get("cpu_conv", False):
+  if model_config.cpu_conv:
     cpu_conv.set_conv(backbone)  # XLA's own convolutions except on CPU
   return DescriptorNet(backbone, pool=model_config.pool, gem_p=model_config.gem_p,
-                       netvlad_clusters=int(model_config.get("netvlad_clusters", 64)),
-                       whitening_dim=int(model_config.get("whitening_dim", 0) or 0),
+                       netvlad_clusters=int(model_config.netvlad_clusters),
+                       whitening_dim=int(model_config.whitening_dim),
                        rngs=rngs, dtype=dtype)

@@ -354,12 +354,12 @@ def restore_imported(directory: str | os.PathLike, model: DescriptorNet) -> Desc
 
 def import_into_state(model: DescriptorNet, config: ml_collections.ConfigDict) -> DescriptorNet:
   """Loads config.model.init_checkpoint (a PyTorch/safetensors/npz file, or a directory that
-  the CLI wrote) into `model`; returns it unchanged when the key is absent or empty.
+  the CLI wrote) into `model`; returns it unchanged when the key is empty.
 
   The trainer then builds its TrainState from the returned model:
   `create_train_state(config, mesh, model=import_into_state(build_model(config.model), config))`.
   """
-  path = _model_config(config).get("init_checkpoint", "")
+  path = _model_config(config).init_checkpoint
   if not path:
     return model
   if os.path.isdir(path):
@@ -381,7 +381,7 @@ def main(argv):
   r = rep["report"]
   print(f"loaded {len(r.loaded)} tensors from {flg.input}; ignored {r.ignored_summary()}")
   mc = config.model
-  mask = freeze.trainable_mask(model, mc.arch, mc.get("last_layer", None))
+  mask = freeze.trainable_mask(model, mc.arch, mc.last_layer)
   print(summary.parameter_table(nnx.as_pure(nnx.state(model, nnx.Param)), mask))
   save_imported(model, flg.output)
   print(f"wrote {os.path.abspath(flg.output)}")

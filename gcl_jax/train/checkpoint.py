@@ -6,11 +6,13 @@ killed mid-save leaves the previous checkpoint as the latest valid one.
 
 from __future__ import annotations
 
-import os
+import json
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
+from gcl_jax import io
 from gcl_jax.train.state import TrainState
 
 
@@ -18,7 +20,7 @@ class Checkpointer:
   """Saves every `every_steps` steps under <workdir>/checkpoints, keeps the last `keep`."""
 
   def __init__(self, workdir: str, every_steps: int, keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = io.join(io.absolute(workdir), "checkpoints")
     options = ocp.CheckpointManagerOptions(save_interval_steps=max(int(every_steps), 1),
                                            max_to_keep=keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -47,3 +49,40 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+# Config keys that decide the structure of the checkpointed state: a checkpoint written under other
+# values cannot be restored. Everything else may change between restarts (and is logged), e.g.
+# model.dtype, model.cpu_conv, model.bn_mode or the learning rate.
+STRUCTURAL_KEYS = ("model.arch", "model.width", "model.norm", "model.norm_groups", "model.pool",
+                   "model.netvlad_clusters", "model.whitening_dim", "model.vgg_end",
+                   "model.last_layer", "optimizer.name", "optimizer.momentum")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_compatible_config(config, workdir: str) -> None:
+  """Refuses to resume a workdir whose checkpoints were written under an incompatible config."""
+  path = io.join(workdir, "config.json")
+  ckpt_dir = io.join(workdir, "checkpoints")
+  if not (io.exists(path) and io.isdir(ckpt_dir) and io.listdir(ckpt_dir)):
+    return
+  old = _flatten(io.read_json(path))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  changed = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k)}
+  structural = {k: v for k, v in changed.items() if k in STRUCTURAL_KEYS}
+  if structural:
+    lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in structural.items())
+    raise ValueError(f"{workdir} holds checkpoints of an incompatible config; use another "
+                     f"--workdir or the same values:\n{lines}")
+  for k, (a, b) in changed.items():
+    logging.warning("resuming with %s changed: %r -> %r", k, a, b)

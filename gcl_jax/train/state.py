@@ -12,7 +12,7 @@ import optax
 from flax import nnx, struct
 
 from gcl_jax.models import build_model, freeze, summary, weights
-from gcl_jax.train import sharding
+from gcl_jax import parallel
 
 
 class TrainState(struct.PyTreeNode):
@@ -90,7 +90,7 @@ def create_train_state(
   tx = make_optimizer(config, trainable)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=rest,
                      opt_state=tx.init(params))
-  state = jax.device_put(state, sharding.replicated(mesh))
+  state = jax.device_put(state, parallel.replicated(mesh))
   return ModelDef(train_graphdef, eval_graphdef, trainable), state, tx
 
 

@@ -1,7 +1,8 @@
-"""The jitted, data-parallel GCL train step and the descriptor extraction step."""
+"""The jitted, data-parallel train step (GCL, contrastive, triplet) and the embedding step."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -10,33 +11,56 @@ import ml_collections
 import optax
 from flax import nnx
 
-from gcl_jax import losses
+from gcl_jax import losses, parallel
 from gcl_jax.data.normalise import normalise_on_device
-from gcl_jax.train import sharding
 from gcl_jax.train.state import ModelDef, TrainState
+
+
+def example_loss(config: ml_collections.ConfigDict) -> Callable:
+  """per_example(model, batch) -> (B,) losses of config.loss.name.
+
+  Pair losses ("gcl", "contrastive") take {im0, im1, label}: both images of a pair go through
+  the same network in two calls (shared weights), as in the authors' siamese network, so
+  BatchNorm normalises each branch with its own statistics. "triplet" takes {images: (B, K, ...)}
+  with K = 2 + num_negatives images per tuple (query, positive, negatives), embedded in one call
+  as the MSLS toolkit does, with the toolkit's distance margin sqrt(loss.mining.margin).
+  """
+  mean, std = tuple(config.data.mean), tuple(config.data.std)
+  if losses.uses_mining(config.loss.name):
+    margin = math.sqrt(float(config.loss.mining.margin))
+
+    def per_tuple(model, batch):
+      images = normalise_on_device(batch["images"], mean, std)
+      b, k = images.shape[:2]
+      d = model(images.reshape(b * k, *images.shape[2:])).reshape(b, k, -1)
+      return losses.triplet_loss(d[:, 0], d[:, 1], d[:, 2:], margin)
+
+    return per_tuple
+  pair_loss = losses.get_loss(config.loss.name)
+  margin = float(config.loss.margin)
+
+  def per_pair(model, batch):
+    d0 = model(normalise_on_device(batch["im0"], mean, std))
+    d1 = model(normalise_on_device(batch["im1"], mean, std))
+    return pair_loss(d0, d1, batch["label"], margin)
+
+  return per_pair
 
 
 def make_train_step(model_def: ModelDef, config: ml_collections.ConfigDict,
                     tx: optax.GradientTransformation,
                     mesh: jax.sharding.Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """Returns step(state, batch) -> (state, metrics); batch = {im0, im1, label} sharded on `data`.
+  """Returns step(state, batch) -> (state, metrics); batch sharded on `data` (`example_loss`).
 
   Images are float32 (normalised by the input pipeline) or uint8 (normalised here, bit-identically,
-  with config.data.mean / std; see `gcl_jax.data.normalise`).
-
-  Both images of a pair go through the same network in two calls (shared weights), as in the
-  authors' siamese network, so BatchNorm normalises each branch with its own statistics. The
-  loss is the mean of the per-pair losses over the global batch.
+  with config.data.mean / std; see `gcl_jax.data.normalise`). The loss is the mean of the
+  per-example losses over the global batch.
   """
-  loss_fn_per_pair = losses.get_loss(config.loss.name)
-  margin = float(config.loss.margin)
-  mean, std = tuple(config.data.mean), tuple(config.data.std)
+  per_example = example_loss(config)
 
   def loss_fn(params, model_state, batch):
     model = nnx.merge(model_def.train_graphdef, params, model_state)
-    d0 = model(normalise_on_device(batch["im0"], mean, std))
-    d1 = model(normalise_on_device(batch["im1"], mean, std))
-    per_pair = loss_fn_per_pair(d0, d1, batch["label"], margin)
+    per_pair = per_example(model, batch)
     new_model_state = nnx.as_pure(nnx.state(model, nnx.Not(nnx.Param)))
     return jnp.mean(per_pair), (per_pair, new_model_state)
 
@@ -74,13 +98,13 @@ def make_train_step(model_def: ModelDef, config: ml_collections.ConfigDict,
     metrics = {
         "loss": loss,
         "null_loss_fraction": jnp.mean((per_pair == 0).astype(jnp.float32)),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
     }
     return TrainState(step=state.step + 1, params=params, model_state=model_state,
                       opt_state=opt_state), metrics
 
-  rep = sharding.replicated(mesh)
-  return jax.jit(step, in_shardings=(rep, sharding.batch_sharded(mesh)),
+  rep = parallel.replicated(mesh)
+  return jax.jit(step, in_shardings=(rep, parallel.batch_sharded(mesh)),
                  out_shardings=(rep, rep), donate_argnums=(0,))
 
 
@@ -96,6 +120,6 @@ def make_embed_step(model_def: ModelDef, mesh: jax.sharding.Mesh, mean: Sequence
     model = nnx.merge(model_def.eval_graphdef, params, model_state)
     return model(normalise_on_device(images, mean, std))
 
-  rep = sharding.replicated(mesh)
-  return jax.jit(embed, in_shardings=(rep, rep, sharding.batch_sharded(mesh)),
-                 out_shardings=sharding.batch_sharded(mesh))
+  rep = parallel.replicated(mesh)
+  return jax.jit(embed, in_shardings=(rep, rep, parallel.batch_sharded(mesh)),
+                 out_shardings=parallel.batch_sharded(mesh))

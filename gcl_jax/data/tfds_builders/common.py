@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gcl_jax.data.table import ImageTable
+from gcl_jax.types import ImageTable
 
 
 def table_features() -> tfds.features.FeaturesDict:

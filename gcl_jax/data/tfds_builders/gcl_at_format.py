@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from gcl_jax.data import at_format
-from gcl_jax.data.msls import DatasetError
+from gcl_jax.types import DatasetError
 from gcl_jax.data.tfds_builders.common import table_examples, table_features
 
 
