@@ -14,6 +14,8 @@ from gcl_jax.labels import pose3d
 from gcl_jax.train import datasets, train
 from gcl_jax.types import DatasetError
 
+from test_end_to_end import tiny_demo_config
+
 TRAIN_SEQS, TEST_SEQS = (1, 2), (3,)
 
 
@@ -75,30 +77,22 @@ def write_indices(scene, out_dir):
 
 
 def sixdof_config(fmt, scene, workdir, num_steps=2, indices=None):
-  """configs/demo.py shrunk (as tests/test_end_to_end.py) and pointed at the tiny scene."""
-  c = demo.get_config()
+  """The end-to-end test's shrunk configs/demo.py, pointed at the tiny scene."""
+  c = tiny_demo_config(num_steps)
   c.data.format = fmt
   c.data.root = str(scene)
   if indices is not None:
     c.data.train_index, c.data.eval_index = indices["train"], indices["test"]
   c.data.eval_split = "test"
   c.data.ground_axes = (0, 2)  # the x-z plane: the cameras' ground plane
-  c.data.image_size = (32, 48)
   c.labels.kind = "pose3d"
   c.labels.dir = str(workdir / "labels")
   c.sampler.empty_stratum = "redraw"  # 12 frames: one batch of 8 pairs per epoch
-  c.model.width = 8
-  c.model.norm_groups = 4
-  c.optimizer.warmup_steps = 1
-  c.train.batch_size = 8
-  c.train.num_steps = num_steps
   c.train.log_every_steps = 1
   c.train.checkpoint_every_steps = num_steps
   c.eval.protocol = "at_format"  # every test frame counts, also the one without a positive
   c.eval.radius_m = 0.15
-  c.eval.batch_size = 16
   c.eval.before_training = False
-  c.eval.num_vis_queries = 2
   return c
 
 
