@@ -199,7 +199,7 @@ T_START = time.perf_counter()
 nq, ndb, dim, k = (int(v) for v in sys.argv[1:5])
 rng = np.random.default_rng(0)
 t = time.perf_counter()
-def unit(n):  # L2-normalised descriptors, as the network's
+def unit(n):  # L2-normalized descriptors, as the network's
   x = rng.standard_normal((n, dim), dtype=np.float32)
   return x / np.linalg.norm(x, axis=1, keepdims=True)
 db, queries = unit(ndb), unit(nq)

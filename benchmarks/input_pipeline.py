@@ -11,19 +11,19 @@ round: theirs, then every variant of ours):
   torchvision `Resize((480, 640))`, `ToTensor()`, `Normalize(ImageNet)`, in a
   `DataLoader(num_workers=4, batch_size=32, persistent_workers=True)` (one warm-up epoch starts
   the workers), with OMP_WAIT_POLICY=PASSIVE as in benchmarks/train_step.py. Without torch: a
-  stand-in (the same PIL calls + NumPy normalisation in a 4-process multiprocessing Pool);
+  stand-in (the same PIL calls + NumPy normalization in a 4-process multiprocessing Pool);
   `theirs` in the summary says which one ran.
 * ours: `gcl_jax.data.pipeline.pair_batches` over pairs (i, i+1), counting both images, batches
   of `--batch_size` // 2 pairs (= `--batch_size` images), 480x640:
   - `pil_uint8` (headline): what the trainer streams by default (config.data.normalize_on_device):
-    PIL-exact uint8 batches, normalised on the accelerator bit-identically to the authors'
-    floats (gcl_jax/data/normalise.py; that device work is not part of this host measurement);
-  - `pil`: float32 batches normalised on the host (normalize_on_device=False), the same floats;
+    PIL-exact uint8 batches, normalized on the accelerator bit-identically to the authors'
+    floats (gcl_jax/data/normalize.py; that device work is not part of this host measurement);
+  - `pil`: float32 batches normalized on the host (normalize_on_device=False), the same floats;
   - `tf`: the pure-TF resize (<= 1 grey level off; see the pipeline docstring);
   - `tfds`: `pil_uint8` reading the bytes from a materialised `TfdsSource` store (built here with
     the gcl_msls builder on a one-city MSLS tree of the same JPEGs) instead of files.
 * profile: single-threaded cost per image of each stage of ours (read, PIL decode, resize, to
-  NumPy, normalise per batch in NumPy as the host-normalised stream does, and in a TF graph for
+  NumPy, normalize per batch in NumPy as the host-normalized stream does, and in a TF graph for
   comparison), to show where the time goes.
 * fast_decode: on `--fast_decode_images` 2048x1536 JPEGs (>= 2x the target: where
   `fast_decode=True` applies), the speed-up and the error against the exact path.
@@ -264,7 +264,7 @@ def build_tfds(tmp: str, paths: list[str]):
 def profile(paths: list[str], batch_images: int) -> dict:
   """Single-threaded ms per image of each stage of ours (median of the images)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from gcl_jax.data import normalise, pipeline  # pylint: disable=g-import-not-at-top
+  from gcl_jax.data import normalize, pipeline  # pylint: disable=g-import-not-at-top
   t = {k: [] for k in ("read", "decode", "resize", "to_numpy")}
   for p in paths:
     t0 = time.perf_counter()
@@ -281,19 +281,19 @@ def profile(paths: list[str], batch_images: int) -> dict:
       v and t[k].append(v)
   ms = {f"{k}_ms": round(float(np.median(v)) * 1e3, 3) for k, v in t.items()}
   batch = np.repeat(arr[None], batch_images, 0)
-  tf_norm = tf.function(lambda b: pipeline.normalise(b, MEAN, STD))
-  for name, fn in (("normalise_numpy", lambda: normalise.normalise_array(batch, MEAN, STD)),
-                   ("normalise_tf_graph", lambda: tf_norm(batch).numpy())):
+  tf_norm = tf.function(lambda b: pipeline.normalize(b, MEAN, STD))
+  for name, fn in (("normalize_numpy", lambda: normalize.normalize_array(batch, MEAN, STD)),
+                   ("normalize_tf_graph", lambda: tf_norm(batch).numpy())):
     fn()
     t0 = time.perf_counter()
     for _ in range(3):
       fn()
     ms[f"{name}_per_batch_ms_per_image"] = round(
         (time.perf_counter() - t0) / 3 / batch_images * 1e3, 3)
-  ms["sum_ms"] = round(sum(v for k, v in ms.items() if not k.startswith("normalise_tf")), 3)
+  ms["sum_ms"] = round(sum(v for k, v in ms.items() if not k.startswith("normalize_tf")), 3)
   return {"name": "profile_ours_single_thread", "images": len(paths), **ms,
-          "note": "sum_ms: read + decode + resize + to_numpy + normalise_numpy (what pil runs); "
-                  "pil_uint8 and tfds skip the normalisation"}
+          "note": "sum_ms: read + decode + resize + to_numpy + normalize_numpy (what pil runs); "
+                  "pil_uint8 and tfds skip the normalization"}
 
 
 def fast_decode_check(tmp: str, n: int) -> dict:
@@ -315,7 +315,7 @@ def fast_decode_check(tmp: str, n: int) -> dict:
           "speedup": round(res["False_s"] / res["True_s"], 2),
           "max_abs_levels": int(diff.max()), "mean_abs_levels": round(float(diff.mean()), 3),
           "frac_pixels_differing": round(float((diff > 0).mean()), 4),
-          "max_abs_normalised": round(float(diff.max() / 255 / STD.min()), 4)}
+          "max_abs_normalized": round(float(diff.max() / 255 / STD.min()), 4)}
 
 
 # -------------------------------------------------------------------------------------------- main

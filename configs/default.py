@@ -52,11 +52,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 7-Scenes "test".
   c.data.eval_split = "train_val"
   c.data.image_size = (480, 640)  # (H, W) after resizing; aspect ratio is not kept (authors).
-  c.data.mean = (0.485, 0.456, 0.406)  # ImageNet normalisation, RGB in [0, 1].
+  c.data.mean = (0.485, 0.456, 0.406)  # ImageNet normalization, RGB in [0, 1].
   c.data.std = (0.229, 0.224, 0.225)
-  # True: the input pipeline ships uint8 batches and the accelerator normalises them (4x fewer
-  # bytes, no float work on the host CPUs); False: float32 batches normalised on the host. Both
-  # give the same floats bit for bit (gcl_jax/data/normalise.py).
+  # True: the input pipeline ships uint8 batches and the accelerator normalizes them (4x fewer
+  # bytes, no float work on the host CPUs); False: float32 batches normalized on the host. Both
+  # give the same floats bit for bit (gcl_jax/data/normalize.py).
   c.data.normalize_on_device = True
   # Resizing: "pil" (PIL bilinear inside tf.data, bit-exact with the authors) or "tf" (pure TF
   # ops, within 1 grey level; see gcl_jax/data/pipeline.py).

@@ -2,7 +2,7 @@
 
 Pure jnp; no knowledge of models or the training loop.
 
-For descriptors a, b (already L2-normalised) and a graded label psi in [0, 1]:
+For descriptors a, b (already L2-normalized) and a graded label psi in [0, 1]:
 
     d = || a - b + eps ||_2           (eps = 1e-6 added to every coordinate, as PyTorch's
                                        PairwiseDistance does; keeps the gradient finite at a == b)

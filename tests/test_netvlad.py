@@ -11,8 +11,8 @@ from gcl_jax.models import DescriptorNet, NetVLAD, Whitening, build_model, pooli
 
 
 def _reference_netvlad(x_nchw, conv_w, centroids):
-  """pytorch-NetVLAD's forward, transcribed to NumPy (float64): normalise input, 1x1 conv,
-  softmax over clusters, per-cluster residual loop, intra-normalise, flatten, L2."""
+  """pytorch-NetVLAD's forward, transcribed to NumPy (float64): normalize input, 1x1 conv,
+  softmax over clusters, per-cluster residual loop, intra-normalize, flatten, L2."""
   n, c = x_nchw.shape[:2]
   k = centroids.shape[0]
   x = x_nchw / np.maximum(np.linalg.norm(x_nchw, axis=1, keepdims=True), 1e-12)
@@ -38,7 +38,7 @@ def test_matches_reference_implementation():
                             np.asarray(layer.centroids[...]))
   assert got.shape == (2, 30)
   np.testing.assert_allclose(got, want, atol=2e-6)
-  # intra-normalisation: each cluster block has norm 1/sqrt(K)
+  # intra-normalization: each cluster block has norm 1/sqrt(K)
   np.testing.assert_allclose(np.linalg.norm(np.asarray(got).reshape(2, 5, 6), axis=2),
                              1 / np.sqrt(5), atol=1e-6)
 
@@ -62,7 +62,7 @@ def test_init_from_features_sets_centroids_and_assignment():
   layer = NetVLAD(4, 3, rngs=nnx.Rngs(0))
   layer.init_from_features(feats.reshape(2, 6, 10, 4), seed=0)
   cent = np.asarray(layer.centroids[...])
-  # centroids are cluster means of the L2-normalised features: close to the unit axes
+  # centroids are cluster means of the L2-normalized features: close to the unit axes
   assert sorted(int(np.argmax(c)) for c in cent) == [0, 1, 2]
   np.testing.assert_allclose(np.linalg.norm(cent, axis=1), 1.0, atol=0.01)
   w = np.asarray(layer.conv.kernel[...])[0, 0].T  # (K, C)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcl_jax.data import normalise, pipeline
+from gcl_jax.data import normalize, pipeline
 
 MEAN, STD = pipeline.IMAGENET_MEAN, pipeline.IMAGENET_STD
-# One grey level of PIL's uint8 output, in normalised units (smallest std).
+# One grey level of PIL's uint8 output, in normalized units (smallest std).
 ONE_LEVEL = 1.0 / 255.0 / min(STD)
 
 
@@ -37,7 +37,7 @@ def golden_png(tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["tf", "pil"])
 def test_g4_golden_transform(data_dir, golden_png, method):
-  tol = 1e-5  # both back-ends reproduce PIL bit-exactly here (float32 normalisation only)
+  tol = 1e-5  # both back-ends reproduce PIL bit-exactly here (float32 normalization only)
   g = json.loads((data_dir / "golden_transform.json").read_text())
   out = _load(golden_png, resize_method=method)
   assert out.shape == (480, 640, 3)
@@ -79,7 +79,7 @@ def _write_images(directory, n, size=(16, 12)):
 
 
 def _ids(batch_images):
-  """Recover the image index from normalised grey images."""
+  """Recover the image index from normalized grey images."""
   grey = batch_images[..., 0].mean((1, 2)) * STD[0] + MEAN[0]
   return np.rint(grey * 255 / 10).astype(int)
 
@@ -213,7 +213,7 @@ def _photo(path, w, h, seed=0):
   return str(path)
 
 
-def test_uint8_stream_and_exact_normalisation(tmp_path):
+def test_uint8_stream_and_exact_normalization(tmp_path):
   paths = [_photo(tmp_path / f"p{i}.jpg", 40 + 3 * i, 30 + 2 * i, i) for i in range(4)]
   p0, p1, y = np.array(paths), np.array(paths[::-1]), np.zeros(4)
   kw = dict(batch_size=2, image_size=(12, 16), mean=MEAN, std=STD)
@@ -229,7 +229,7 @@ def test_uint8_stream_and_exact_normalisation(tmp_path):
       x = r[k].astype(np.float32)
       torch_like = (x / np.float32(255) - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
       np.testing.assert_array_equal(n[k], torch_like)
-      np.testing.assert_array_equal(normalise.normalise_array(r[k], MEAN, STD), torch_like)
+      np.testing.assert_array_equal(normalize.normalize_array(r[k], MEAN, STD), torch_like)
   images = np.concatenate([b["image"] for b in pipeline.image_batches(
       paths, batch_size=3, image_size=(12, 16), mean=MEAN, std=STD, normalize=False)])
   np.testing.assert_array_equal(images[:4], np.stack(want))

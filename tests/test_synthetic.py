@@ -59,7 +59,7 @@ def tree_digest(root: pathlib.Path) -> dict[str, str]:
 # ---- config ------------------------------------------------------------------------------------
 
 
-def test_config_from_plain_dict_normalises_lists():
+def test_config_from_plain_dict_normalizes_lists():
   c = S.WorldConfig(**TINY, database_conditions={"night": 1.0, "fog": 2})
   assert c.train_cities == ("tiny_train",) and c.streets_per_axis == (2, 2)
   assert c.database_conditions == (("night", 1.0), ("fog", 2.0))
@@ -276,7 +276,7 @@ def test_same_pose_same_condition_renders_identically(city):
 
 
 def test_nearby_cameras_see_overlapping_content(city):
-  """Normalised cross-correlation is higher for cameras 3 m apart than for 100 m apart."""
+  """Normalized cross-correlation is higher for cameras 3 m apart than for 100 m apart."""
   cond = S.make_condition("overcast", 1)
   rng = np.random.default_rng(0)
   near, far = [], []

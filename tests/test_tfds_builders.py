@@ -88,7 +88,7 @@ def test_streaming_into_pipeline(data_dir, tmp_path):
   manual = data_dir / "tfds_dummy" / "at_format"
   builder = _build(GclAtFormat, manual, tmp_path)
   ds = builder.as_dataset(split="test_database", decoders={"image": tfds.decode.SkipDecoding()})
-  ds = ds.map(lambda ex: pipeline.normalise(
+  ds = ds.map(lambda ex: pipeline.normalize(
       pipeline.resize(pipeline.decode_rgb(ex["image"]), (4, 6)), pipeline.IMAGENET_MEAN,
       pipeline.IMAGENET_STD))
   got = np.stack(list(tfds.as_numpy(ds)))

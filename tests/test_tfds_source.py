@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from gcl_jax.data import msls, normalise, pipeline, tfds_source
+from gcl_jax.data import msls, normalize, pipeline, tfds_source
 from gcl_jax.data.tfds_builders import GclMsls
 
 MEAN, STD = pipeline.IMAGENET_MEAN, pipeline.IMAGENET_STD
@@ -87,7 +87,7 @@ def test_pair_batches_from_tfds_bytes_equal_files(built, tmp_path, cache):
                                    np.array(database.full_paths())[d], label, reader=source.read,
                                    normalize=False, **kw))
   assert raw["im0"].dtype == np.uint8
-  np.testing.assert_array_equal(normalise.normalise_array(raw["im0"], MEAN, STD),
+  np.testing.assert_array_equal(normalize.normalize_array(raw["im0"], MEAN, STD),
                                 from_files[0]["im0"])
   tf_a = next(pipeline.pair_batches(np.array(query.full_paths())[q],
                                     np.array(database.full_paths())[d], label,

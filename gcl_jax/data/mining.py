@@ -157,7 +157,7 @@ def select_tuples(q_desc: np.ndarray, pos_desc: np.ndarray, pos_indptr: np.ndarr
                   margin: float, num_negatives: int, keep_rule: str = "toolkit") -> Selection:
   """Nearest positive and hardest valid negatives of every query, and which queries to keep.
 
-  Distances are Euclidean between descriptors (for L2-normalised descriptors, the order of the
+  Distances are Euclidean between descriptors (for L2-normalized descriptors, the order of the
   toolkit's dot products). Ties go to the lower row index.
 
   Keep rules (a query without positives is always dropped):

@@ -1,4 +1,4 @@
-"""tf.data input pipeline: read, decode, resize, normalise, batch, prefetch.
+"""tf.data input pipeline: read, decode, resize, normalize, batch, prefetch.
 
 Preprocessing follows the authors' transform (GCL_REFERENCE 3.2): RGB, resize to (H, W) = (480, 640)
 without keeping the aspect ratio with PIL's bilinear filter, ToTensor (/255), ImageNet mean/std.
@@ -15,7 +15,7 @@ Two back-ends (`resize_method`):
   filter whose support widens with the downscale factor, like PIL's): horizontal pass, round to
   integers, vertical pass, round. Measured against Pillow 13: bit-exact on the G4 golden image
   (768x1024 -> 480x640) and on corridor (160x120) and 7-Scenes (640x480) frames at 480x640;
-  1 grey level (1/255 in [0, 1], 0.0175 after normalisation) on <= 0.13 % of the pixels of
+  1 grey level (1/255 in [0, 1], 0.0175 after normalization) on <= 0.13 % of the pixels of
   3264x2448 street photos and on < 3 % at other landscape sizes (2 levels seen once,
   120x160 -> 300x517). For some inputs (e.g. portrait 517x333 -> 480x640) Pillow 13's output
   equals vertical-then-horizontal resampling (rule not identified; its C source says horizontal
@@ -24,19 +24,19 @@ Two back-ends (`resize_method`):
   and antialias=False by up to 52 levels.
 
 Elements carry uint8 images; ToTensor + Normalize run once per batch (same arithmetic as per
-image, 4x less copying between stages) with `gcl_jax.data.normalise.normalise_array`: true float32
+image, 4x less copying between stages) with `gcl_jax.data.normalize.normalize_array`: true float32
 divisions in NumPy, as torch's, hence bit-identical to the authors' float tensors (inside a TF graph
-Grappler would turn them into reciprocal multiplications, 1 ulp off). Normalising costs 3.5 ms of
+Grappler would turn them into reciprocal multiplications, 1 ulp off). Normalizing costs 3.5 ms of
 host CPU per 480x640 image, more than decoding a 640x480 JPEG (2 ms; benchmarks/input_pipeline.py,
 profile lines): with ``normalize=False`` the streams yield the uint8 batches themselves (4x fewer
-bytes to the accelerator) and the consumer normalises them on device with
-`gcl_jax.data.normalise.normalise_on_device`, also bit-identical (a 256-level lookup table). The
+bytes to the accelerator) and the consumer normalizes them on device with
+`gcl_jax.data.normalize.normalize_on_device`, also bit-identical (a 256-level lookup table). The
 trainer and the descriptor extraction do so by default (config.data.normalize_on_device).
 
 Where the bytes come from: by default ``tf.io.read_file(path)`` (local or gs://). Every reading
 function also takes ``reader``, a Python callable path -> encoded bytes (e.g.
 `gcl_jax.data.tfds_source.TfdsSource.read` for ``tfds://`` paths of a prepared TFDS dataset); the
-decode, resize and normalisation that follow are the same code either way, so both give identical
+decode, resize and normalization that follow are the same code either way, so both give identical
 images.
 
 ``fast_decode=True`` (opt-in, "pil" only, NOT bit-exact) lets libjpeg decode JPEGs at 1/2, 1/4 or
@@ -68,7 +68,7 @@ import numpy as np
 import tensorflow as tf
 
 from gcl_jax.data import files
-from gcl_jax.data.normalise import normalise_array
+from gcl_jax.data.normalize import normalize_array
 
 tf.config.set_visible_devices([], "GPU")
 
@@ -211,15 +211,15 @@ def resize(image: tf.Tensor, image_size: Sequence[int], method: str = "pil") -> 
   return out
 
 
-def normalise(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+def normalize(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
   """[0, 255] (uint8 or float) -> (x / 255 - mean) / std (ToTensor + Normalize), float32."""
   image = tf.cast(image, tf.float32)
   return (image / 255.0 - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def normalise_batch(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
-  """uint8 batch -> float32 `normalise_array` in one `tf.numpy_function` (exact, see above)."""
-  out = tf.numpy_function(lambda x: normalise_array(x, mean, std), [images], tf.float32,
+def normalize_batch(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+  """uint8 batch -> float32 `normalize_array` in one `tf.numpy_function` (exact, see above)."""
+  out = tf.numpy_function(lambda x: normalize_array(x, mean, std), [images], tf.float32,
                           stateful=False)
   out.set_shape(images.shape)
   return out
@@ -243,7 +243,7 @@ def load_image(path: tf.Tensor, image_size: Sequence[int], mean: Sequence[float]
                std: Sequence[float], *, resize_method: str = "pil",
                augment_seed: tf.Tensor | None = None, reader: ByteReader | None = None
                ) -> tf.Tensor:
-  """Reads one image file -> (H, W, 3) float32, resized (bilinear, aspect not kept), normalised.
+  """Reads one image file -> (H, W, 3) float32, resized (bilinear, aspect not kept), normalized.
 
   Args:
     path: scalar string tensor (local path or gs:// URL).
@@ -256,12 +256,12 @@ def load_image(path: tf.Tensor, image_size: Sequence[int], mean: Sequence[float]
     reader: optional path -> bytes callable replacing `tf.io.read_file`.
 
   Returns:
-    The normalised image.
+    The normalized image.
   """
   image = read_resized(path, image_size, resize_method, reader=reader)
   if augment_seed is not None:
     image = augment_colour(image, augment_seed)
-  return normalise(image, mean, std)
+  return normalize(image, mean, std)
 
 
 def check_file(path: str, image_size: Sequence[int] = (8, 8), resize_method: str = "pil",
@@ -394,7 +394,7 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
     skip_report: filled when errors="skip".
     reader: optional path -> bytes callable replacing `tf.io.read_file` (e.g. `TfdsSource.read`
       for `tfds://` paths); decoding is unchanged.
-    normalize: False yields uint8 images; normalise them with `normalise.normalise_on_device`.
+    normalize: False yields uint8 images; normalize them with `normalize.normalize_on_device`.
     fast_decode: DCT-scaled JPEG decoding (see the module docstring; not bit-exact).
     num_parallel_calls: parallel image loads (default AUTOTUNE).
 
@@ -424,9 +424,9 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
       im1 = augment_colour(im1, tf.stack([tf.cast(seed, tf.int64), 2 * i + 1]))
     return {"im0": im0, "im1": im1, "label": y, "_index": i}
 
-  def norm(batch):  # uint8 per element (4x less copying), normalised once per batch
-    return {**batch, "im0": normalise_batch(batch["im0"], mean, std),
-            "im1": normalise_batch(batch["im1"], mean, std)}
+  def norm(batch):  # uint8 per element (4x less copying), normalized once per batch
+    return {**batch, "im0": normalize_batch(batch["im0"], mean, std),
+            "im1": normalize_batch(batch["im1"], mean, std)}
 
   # Ordered parallel map: the gap check in `_checked` relies on the order.
   ds = ds.map(load, num_parallel_calls=num_parallel_calls or AUTOTUNE,
@@ -465,7 +465,7 @@ def tuple_batches(paths: np.ndarray, *, batch_size: int, image_size: Sequence[in
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
   ds = ds.batch(batch_size, drop_remainder=True)
   if normalize:
-    ds = ds.map(lambda b: {**b, "images": normalise_batch(b["images"], mean, std)},
+    ds = ds.map(lambda b: {**b, "images": normalize_batch(b["images"], mean, std)},
                 num_parallel_calls=AUTOTUNE)
   ds = ds.prefetch(AUTOTUNE)
   return _checked(ds, n, batch_size, True, lambda i: [str(x) for x in paths[i]],
@@ -495,7 +495,7 @@ def image_batches(paths: Sequence[str], *, batch_size: int, image_size: Sequence
               num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
   ds = ds.batch(batch_size)
   if normalize:
-    ds = ds.map(lambda b: {**b, "image": normalise_batch(b["image"], mean, std)},
+    ds = ds.map(lambda b: {**b, "image": normalize_batch(b["image"], mean, std)},
                 num_parallel_calls=AUTOTUNE)
   ds = ds.prefetch(AUTOTUNE)
   return _checked(ds, len(padded), batch_size, False, lambda i: [str(padded[i])],

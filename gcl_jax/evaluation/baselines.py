@@ -28,7 +28,7 @@ def thumbnail_descriptors(paths: Sequence[str], size: tuple[int, int] = (8, 12),
 
   Each image is decoded with PIL, converted to RGB, resized to H x W = `size` with PIL's bilinear
   filter (which antialiases when shrinking), scaled to [0, 1] and flattened in (H, W, C) order. No
-  other normalisation is applied (no mean subtraction, no L2 normalisation): distances compare raw
+  other normalization is applied (no mean subtraction, no L2 normalization): distances compare raw
   colours, so the baseline is as naive as it looks.
 
   Args:

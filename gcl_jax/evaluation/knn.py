@@ -77,7 +77,7 @@ def knn_search(db: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2", 
     k: number of neighbours wanted. Clipped to the database size: the result has
       min(k, N_db) columns, so every slot holds a real database index (never faiss's -1).
     metric: "l2" (IndexFlatL2: squared Euclidean distance, ascending) or "ip" (IndexFlatIP: inner
-      product similarity, descending; equals cosine ranking for L2-normalised descriptors).
+      product similarity, descending; equals cosine ranking for L2-normalized descriptors).
     index: "exact" (flat), "ivf" (IndexIVFFlat) or "hnsw" (IndexHNSWFlat).
     index_options: approximate indexes only. ivf: `nlist` (default round(4 sqrt(N_db)), at most
       4096), `nprobe` (default nlist // 16), `seed` (k-means, default 0); hnsw: `m` (32),

@@ -74,7 +74,7 @@ class PCAWhitening:
     return int(self.projection.shape[0])
 
   def apply(self, x: np.ndarray, dim: int | None = None) -> np.ndarray:
-    """Whitens and L2-normalises descriptors: y = P[:dim](x - m), y / (||y|| + 1e-6).
+    """Whitens and L2-normalizes descriptors: y = P[:dim](x - m), y / (||y|| + 1e-6).
 
     Args:
       x: (N, D) descriptors.

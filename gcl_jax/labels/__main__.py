@@ -39,7 +39,7 @@ def _define_flags() -> flags.FlagValues:
   flags.DEFINE_float("fov_deg", DEFAULT_PARAMS["fov_deg"], "sector angle, degrees",
                      flag_values=fv)
   flags.DEFINE_enum("normalization", DEFAULT_PARAMS["normalization"], ["ratio", "iou"],
-                    "overlap normalisation", flag_values=fv)
+                    "overlap normalization", flag_values=fv)
   flags.DEFINE_float("cutoff_factor", DEFAULT_PARAMS["cutoff_factor"],
                      "pairs farther apart than cutoff_factor * radius_m get psi = 0",
                      flag_values=fv)

@@ -1,6 +1,6 @@
 """Fits the FoV-sector parameters to the authors' released `<city>_gt.h5` labels (grid search).
 
-The authors never published r, theta, the normalisation or their distance cut-off
+The authors never published r, theta, the normalization or their distance cut-off
 (GCL_REFERENCE.md section 2.3). Given one city's released `fov` matrix and the city's metadata,
 `calibrate` recomputes psi for every candidate of the grid
 

@@ -1,4 +1,4 @@
-"""Place-recognition descriptor: backbone -> global pooling [-> whitening] -> L2 normalisation."""
+"""Place-recognition descriptor: backbone -> global pooling [-> whitening] -> L2 normalization."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class DescriptorNet(nnx.Module):
     return self.backbone(images)
 
   def pooled(self, images: jnp.ndarray) -> jnp.ndarray:
-    """Pooled descriptor before whitening and the final L2 normalisation (float32)."""
+    """Pooled descriptor before whitening and the final L2 normalization (float32)."""
     x = self.backbone(images)
     if self.pool_name in ("gem", "netvlad"):
       x = self.pool(x)

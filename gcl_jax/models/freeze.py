@@ -15,7 +15,7 @@ with `optax.multi_transform` so frozen leaves get `set_to_zero()` (plain `optax.
 pass their raw gradients through as updates).
 
 BatchNorm. The authors only switch off gradients: the network stays in `train()` mode, so every
-BatchNorm layer, frozen or not, normalises with the statistics of the current branch batch and
+BatchNorm layer, frozen or not, normalizes with the statistics of the current branch batch and
 updates its running statistics (bn_mode "train", the faithful default). "frozen" uses the
 running statistics everywhere during training too (no statistics updates; the usual choice for
 fine-tuning with tiny batches); "frozen_layers" does that only for BatchNorm layers inside

@@ -83,9 +83,9 @@ def kmeans(x: np.ndarray, k: int, *, iters: int = 50, seed: int = 0) -> np.ndarr
 class NetVLAD(nnx.Module):
   """NetVLAD aggregation (Arandjelovic et al. 2016), as in pytorch-NetVLAD / Patch-NetVLAD.
 
-  Local features are L2-normalised over channels, softly assigned to K clusters by a 1x1
+  Local features are L2-normalized over channels, softly assigned to K clusters by a 1x1
   convolution + softmax, residuals to the centroids are summed per cluster, each cluster's
-  vector is L2-normalised (intra-normalisation) and the flattened (K * C) vector is L2-normalised.
+  vector is L2-normalized (intra-normalization) and the flattened (K * C) vector is L2-normalized.
   The flattening is cluster-major, like torch's `vlad.view(N, -1)` of an (N, K, C) tensor.
 
   Parameters: `conv` (1x1 conv C -> K, kernel (1, 1, C, K), no bias unless `vladv2`) and
@@ -115,14 +115,14 @@ class NetVLAD(nnx.Module):
     # sum_i a_ik (x_i - c_k) = sum_i a_ik x_i - (sum_i a_ik) c_k
     vlad = (jnp.einsum("nik,nic->nkc", a, xf, precision=jax.lax.Precision.HIGHEST)
             - jnp.sum(a, axis=1)[..., None] * self.centroids[...][None].astype(jnp.float32))
-    vlad = l2_normalize(vlad)  # intra-normalisation
+    vlad = l2_normalize(vlad)  # intra-normalization
     return l2_normalize(vlad.reshape(n, -1))
 
   def init_from_features(self, local_features, *, num_samples: int = 50000, iters: int = 50,
                          seed: int = 0) -> None:
     """Initialises centroids and assignment weights from k-means of local features.
 
-    pytorch-NetVLAD's `init_params` (vladv1): centroids = k-means centres of the (L2-normalised)
+    pytorch-NetVLAD's `init_params` (vladv1): centroids = k-means centres of the (L2-normalized)
     local features; conv weight = alpha * centroids / ||centroids|| with
     alpha = -log(0.01) / mean(top1 - top2 dot products), no bias.
 
@@ -156,7 +156,7 @@ class NetVLAD(nnx.Module):
 class Whitening(nnx.Module):
   """Learned linear projection D -> d after pooling (PCA-whitening layer, Patch-NetVLAD's WPCA).
 
-  The descriptor network applies the final L2 normalisation after it. `init_from_descriptors`
+  The descriptor network applies the final L2 normalization after it. `init_from_descriptors`
   sets it to PCA whitening of a descriptor sample.
   """
 

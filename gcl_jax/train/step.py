@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from gcl_jax import losses, parallel
-from gcl_jax.data.normalise import normalise_on_device
+from gcl_jax.data.normalize import normalize_on_device
 from gcl_jax.train.state import ModelDef, TrainState
 
 
@@ -21,7 +21,7 @@ def example_loss(config: ml_collections.ConfigDict) -> Callable:
 
   Pair losses ("gcl", "contrastive") take {im0, im1, label}: both images of a pair go through
   the same network in two calls (shared weights), as in the authors' siamese network, so
-  BatchNorm normalises each branch with its own statistics. "triplet" takes {images: (B, K, ...)}
+  BatchNorm normalizes each branch with its own statistics. "triplet" takes {images: (B, K, ...)}
   with K = 2 + num_negatives images per tuple (query, positive, negatives), embedded in one call
   as the MSLS toolkit does, with the toolkit's distance margin sqrt(loss.mining.margin).
   """
@@ -30,7 +30,7 @@ def example_loss(config: ml_collections.ConfigDict) -> Callable:
     margin = math.sqrt(float(config.loss.mining.margin))
 
     def per_tuple(model, batch):
-      images = normalise_on_device(batch["images"], mean, std)
+      images = normalize_on_device(batch["images"], mean, std)
       b, k = images.shape[:2]
       d = model(images.reshape(b * k, *images.shape[2:])).reshape(b, k, -1)
       return losses.triplet_loss(d[:, 0], d[:, 1], d[:, 2:], margin)
@@ -40,8 +40,8 @@ def example_loss(config: ml_collections.ConfigDict) -> Callable:
   margin = float(config.loss.margin)
 
   def per_pair(model, batch):
-    d0 = model(normalise_on_device(batch["im0"], mean, std))
-    d1 = model(normalise_on_device(batch["im1"], mean, std))
+    d0 = model(normalize_on_device(batch["im0"], mean, std))
+    d1 = model(normalize_on_device(batch["im1"], mean, std))
     return pair_loss(d0, d1, batch["label"], margin)
 
   return per_pair
@@ -52,8 +52,8 @@ def make_train_step(model_def: ModelDef, config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns step(state, batch) -> (state, metrics); batch sharded on `data` (`example_loss`).
 
-  Images are float32 (normalised by the input pipeline) or uint8 (normalised here, bit-identically,
-  with config.data.mean / std; see `gcl_jax.data.normalise`). The loss is the mean of the
+  Images are float32 (normalized by the input pipeline) or uint8 (normalized here, bit-identically,
+  with config.data.mean / std; see `gcl_jax.data.normalize`). The loss is the mean of the
   per-example losses over the global batch.
   """
   per_example = example_loss(config)
@@ -112,13 +112,13 @@ def make_embed_step(model_def: ModelDef, mesh: jax.sharding.Mesh, mean: Sequence
                     std: Sequence[float]) -> Callable:
   """Returns embed(params, model_state, images) -> descriptors, in evaluation mode.
 
-  uint8 images are normalised with `mean` / `std` first; float32 images are used as they are.
+  uint8 images are normalized with `mean` / `std` first; float32 images are used as they are.
   """
   mean, std = tuple(mean), tuple(std)
 
   def embed(params, model_state, images):
     model = nnx.merge(model_def.eval_graphdef, params, model_state)
-    return model(normalise_on_device(images, mean, std))
+    return model(normalize_on_device(images, mean, std))
 
   rep = parallel.replicated(mesh)
   return jax.jit(embed, in_shardings=(rep, rep, parallel.batch_sharded(mesh)),

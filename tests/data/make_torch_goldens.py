@@ -167,7 +167,7 @@ def main():
     io[f"{name}_dp64"] = dp64.numpy()
     sd = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     if name == "resnet18":
-      # The authors' training mode: BatchNorm normalises with the batch statistics of one
+      # The authors' training mode: BatchNorm normalizes with the batch statistics of one
       # branch call and updates its running statistics (momentum 0.1, unbiased variance).
       net_train = copy.deepcopy(net).train()
       with torch.no_grad():

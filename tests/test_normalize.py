@@ -1,12 +1,12 @@
-"""On-device normalisation of uint8 batches: torch's float32 values bit for bit, so training and
-extraction give the same numbers whichever side normalises."""
+"""On-device normalization of uint8 batches: torch's float32 values bit for bit, so training and
+extraction give the same numbers whichever side normalizes."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from gcl_jax.data import normalise
+from gcl_jax.data import normalize
 from gcl_jax.evaluation import extract
 from gcl_jax import parallel
 from gcl_jax.train import state as state_lib, step as step_lib
@@ -23,22 +23,22 @@ def torch_like(x):
 
 def test_lookup_table_is_torch_arithmetic_for_every_level():
   levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)
-  np.testing.assert_array_equal(normalise.lookup_table(MEAN, STD), torch_like(levels))
+  np.testing.assert_array_equal(normalize.lookup_table(MEAN, STD), torch_like(levels))
   images = np.random.default_rng(0).integers(0, 256, (4, 5, 7, 3), dtype=np.uint8)
-  on_device = jax.jit(lambda x: normalise.normalise_on_device(x, MEAN, STD))(images)
+  on_device = jax.jit(lambda x: normalize.normalize_on_device(x, MEAN, STD))(images)
   assert on_device.dtype == jnp.float32
   np.testing.assert_array_equal(np.asarray(on_device), torch_like(images))
-  np.testing.assert_array_equal(normalise.normalise_array(images, MEAN, STD), torch_like(images))
+  np.testing.assert_array_equal(normalize.normalize_array(images, MEAN, STD), torch_like(images))
   # Plain arithmetic under jit may use reciprocal multiplications: only within 1 ulp.
   arithmetic = jax.jit(lambda x: (x.astype(jnp.float32) / 255.0 - jnp.array(MEAN))
                        / jnp.array(STD))(images)
   assert np.abs(np.asarray(arithmetic) - torch_like(images)).max() < 1e-6
-  # Float batches (normalised on the host) pass through untouched.
+  # Float batches (normalized on the host) pass through untouched.
   floats = torch_like(images)
-  assert normalise.normalise_on_device(floats, MEAN, STD) is floats
+  assert normalize.normalize_on_device(floats, MEAN, STD) is floats
 
 
-def test_train_step_on_uint8_batches_equals_host_normalised_batches():
+def test_train_step_on_uint8_batches_equals_host_normalized_batches():
   config = tiny_config()
   rng = np.random.default_rng(1)
   raw = [{"im0": rng.integers(0, 256, (8, 32, 48, 3), dtype=np.uint8),
@@ -61,7 +61,7 @@ def test_train_step_on_uint8_batches_equals_host_normalised_batches():
   jax.tree.map(np.testing.assert_array_equal, results[0][1], results[1][1])
 
 
-def test_extraction_same_descriptors_whichever_side_normalises(tmp_path):
+def test_extraction_same_descriptors_whichever_side_normalizes(tmp_path):
   rng = np.random.default_rng(2)
   paths = []
   for i in range(5):
