@@ -100,6 +100,7 @@ def test_demo_trains_evaluates_and_resumes(tmp_path):
   rows = (workdir / f"{name}_per_query.csv").read_text().splitlines()
   assert len(rows) == result["num_queries"] + 1  # header + one row per evaluated query
   assert len((workdir / f"{name}_predictions.txt").read_text().splitlines()) == len(rows) - 1
+  assert (workdir / f"{name}_retrievals.png").stat().st_size > 0  # trained's picture is kept
 
   # --mode=label: a summary per training city and a picture.
   summary = datasets.label(config, str(workdir))

@@ -143,21 +143,23 @@ def record(config: ml_collections.ConfigDict, workdir: str, results: dict, name:
     return results
   report.write_results(workdir, results, ns=tuple(config.eval.ns))
   if details is not None:
-    write_reports(config, name, details, workdir)
+    write_reports(config, name, details, workdir, picture="retrievals.png")
     visualize.plot_recall_curves(results, io.join(workdir, "recall_curves.png"))
   return results
 
 
 def write_reports(config: ml_collections.ConfigDict, name: str, details: list,
-                  workdir: str) -> None:
-  """Per-query CSV, MSLS-style prediction file and retrievals.png of one evaluated model."""
+                  workdir: str, picture: str | None = None) -> None:
+  """Per-query CSV, MSLS-style prediction file and the retrievals picture (`picture`, default
+  `<name>_retrievals.png`) of one evaluated model."""
   report.write_per_query_csv(io.join(workdir, f"{name}_per_query.csv"), details)
   report.write_predictions(io.join(workdir, f"{name}_predictions.txt"), details,
                            k=max(config.eval.ns))
   city = details[0]
   visualize.plot_retrievals(
       city.query_paths(), city.database_paths(), city.ranked, city.positives,
-      io.join(workdir, "retrievals.png"), num_queries=config.eval.num_vis_queries, k=5,
+      io.join(workdir, picture or f"{name}_retrievals.png"),
+      num_queries=config.eval.num_vis_queries, k=5,
       seed=config.seed)
 
 
