@@ -188,15 +188,16 @@ def compare_markdown(summary: dict) -> str:
   variants = summary["variants"]
   names = list(variants)
   has_transfer = "transfer" in variants[names[0]]
-  head = ["variant", "steps"] + [f"R@{n}" for n in NS]
+  head = ["variant", "seeds", "steps"] + [f"R@{n}" for n in NS]
   if has_transfer:
     head += [f"transfer R@{n}" for n in NS]
   head += ["images backward", "images forwarded for mining", "train wall s"]
   lines = [f"Budget: {summary['budget_images']:,} images through the backward pass per run; "
-           f"mean ± standard deviation over {summary['seeds']} seed(s).", "",
+           "mean ± standard deviation over the seeds of each variant.", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, v in variants.items():
-    row = [name, str(v["num_steps"])] + [_cell(v[f"recall@{n}"]) for n in NS]
+    row = [name, str(v["recall@1"]["n"]), str(v["num_steps"])] + [_cell(v[f"recall@{n}"])
+                                                                  for n in NS]
     if has_transfer:
       row += [_cell(v["transfer"][f"recall@{n}"]) for n in NS]
     row += [f"{v['images_backward']['mean']:,.0f}", f"{v['images_forwarded_mining']['mean']:,.0f}",
