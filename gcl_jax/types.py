@@ -1,4 +1,4 @@
-"""The records every stage passes on: image tables, sparse pair-label tables, dataset errors.
+"""The records every stage passes on: image tables, sparse pair-label tables, user errors.
 
 An `ImageTable` describes one image set (for MSLS: one city's `query` or `database` side); row
 order is the on-disk order of the dataset's index (MSLS: CSV order), and label tables index rows
@@ -20,7 +20,16 @@ import dataclasses
 import numpy as np
 
 
-class DatasetError(ValueError):
+class UserError(Exception):
+  """A fault of the user's input (config, dataset, label file, checkpoint), not of the code.
+
+  Its message alone says what is wrong and where (key, file, value): command lines print it as
+  one line, without a traceback. Subclasses also derive from the builtin they replace (e.g.
+  ValueError) so that callers catching that keep working.
+  """
+
+
+class DatasetError(UserError, ValueError):
   """Raised for malformed dataset files; the message names the file, row and column."""
 
 

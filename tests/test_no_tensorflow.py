@@ -28,6 +28,8 @@ IMPORTS = (
     "import configs.msls",
     "import train_step, peaks, torch_process",
     "import gcl_jax.evaluation.mesh_knn",
+    # The public API (describing images needs no tf.data).
+    "import gcl_jax.api, gcl_jax.train.checkpoint; gcl_jax.load_model, gcl_jax.fov_overlap",
 )
 
 CHECK = """

@@ -20,13 +20,13 @@ import os
 import h5py
 import numpy as np
 
-from gcl_jax.types import PairTable, SIM_NEGATIVE, SIM_POSITIVE
+from gcl_jax.types import PairTable, SIM_NEGATIVE, SIM_POSITIVE, UserError
 
 METHOD = "authors-gt-h5/1"  # recorded in PairTable.params["method"].
 _BLOCK_ROWS = 256  # rows per read: 256 x 30k float64 = 61 MB at most per dataset.
 
 
-class H5LabelError(ValueError):
+class H5LabelError(UserError, ValueError):
   """A `<city>_gt.h5` file is missing a dataset, has the wrong shape or holds invalid values."""
 
 

@@ -39,11 +39,16 @@ from flax import nnx
 
 from gcl_jax.models import vgg
 from gcl_jax.models.descriptor import DescriptorNet, build_model
+from gcl_jax.types import UserError
 
 RESNET_CHILD_NAMES = {0: "conv1", 1: "bn1", 4: "layer1", 5: "layer2", 6: "layer3", 7: "layer4"}
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
                "var": "running_var", "p": "p", "centroids": "centroids"}
 _IGNORED_PREFIXES = ("fc.", "classifier.")
+
+
+class WeightsError(UserError, ValueError):
+  """A weights file that cannot be read or does not fit the model of the config."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +64,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads a .safetensors file: u64-LE header length, JSON header, raw little-endian tensors."""
   data = pathlib.Path(path).read_bytes()
   if len(data) < 8:
-    raise ValueError(f"{path}: too short for a safetensors file")
+    raise WeightsError(f"{path}: too short for a safetensors file")
   (n,) = struct.unpack("<Q", data[:8])
   header = json.loads(data[8:8 + n])
   base = 8 + n
@@ -76,7 +81,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     elif info["dtype"] in _SAFETENSORS_DTYPES:
       arr = np.frombuffer(raw, np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<"))
     else:
-      raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']!r}")
+      raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']!r}")
     out[name] = np.array(arr.reshape(shape))
   return out
 
@@ -118,13 +123,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
       sd = _torch_to_numpy(torch.load(path, weights_only=True, map_location="cpu"))
     except Exception as e:  # pickle errors of checkpoints holding non-tensor objects
-      raise ValueError(
+      raise WeightsError(
           f"torch.load({path!r}, weights_only=True) failed: {e}. If the file comes from a "
           "source you trust, re-save its state dict elsewhere, e.g. "
           "`torch.save(torch.load(p, weights_only=False)['model_state_dict'], 'sd.pth')`"
       ) from e
   else:
-    raise ValueError(f"unknown checkpoint format {suffix!r} of {path}; expected .pth, .pt, "
+    raise WeightsError(f"unknown checkpoint format {suffix!r} of {path}; expected .pth, .pt, "
                      ".tar, .safetensors or .npz")
   for wrapper in ("model_state_dict", "state_dict"):
     if isinstance(sd.get(wrapper), Mapping):
@@ -140,7 +145,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       if np.isscalar(v):
         v = np.asarray(v)
       else:
-        raise ValueError(f"{path}: entry {k!r} is not a tensor ({type(v).__name__})")
+        raise WeightsError(f"{path}: entry {k!r} is not a tensor ({type(v).__name__})")
     out[k] = v
   return out
 
@@ -163,12 +168,12 @@ def torch_name(path: tuple, kind: str) -> str:
   parts = _path_str(path)
   leaf = _LEAF_NAMES.get(parts[-1])
   if leaf is None:
-    raise ValueError(f"no PyTorch name for variable {'.'.join(parts)}")
+    raise WeightsError(f"no PyTorch name for variable {'.'.join(parts)}")
   if parts[0] == "backbone":
     body = parts[1:-1]
     if kind == "vgg":
       if body[0] != "convs":
-        raise ValueError(f"unexpected VGG variable {'.'.join(parts)}")
+        raise WeightsError(f"unexpected VGG variable {'.'.join(parts)}")
       body = ["features", str(vgg.CONV_CHILD_INDEX[int(body[1])])]
     return ".".join(body + [leaf])
   if parts[0] == "whiten":
@@ -298,7 +303,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model: DescriptorNe
   if report is not None:
     report["report"] = rep
   if not rep.ok:
-    raise ValueError(rep.error_message())
+    raise WeightsError(rep.error_message())
   if rep.ignored:
     logging.info("ignored checkpoint keys: %s", rep.ignored_summary())
   flat = nnx.to_flat_state(nnx.state(model))
@@ -344,7 +349,7 @@ def restore_imported(directory: str | os.PathLike, model: DescriptorNet) -> Desc
     try:
       tree = ckptr.restore(os.path.abspath(directory), abstract)
     except (ValueError, KeyError) as e:
-      raise ValueError(f"imported checkpoint {directory} does not match the model of this "
+      raise WeightsError(f"imported checkpoint {directory} does not match the model of this "
                        f"config (arch, width, norm, pool?): {e}") from e
   nnx.replace_by_pure_dict(params, tree["params"])
   nnx.replace_by_pure_dict(rest, tree["model_state"])

@@ -14,6 +14,11 @@ from absl import logging
 
 from gcl_jax import io
 from gcl_jax.train.state import TrainState
+from gcl_jax.types import UserError
+
+
+class CheckpointMismatchError(UserError, ValueError):
+  """A workdir's checkpoints were written under a config whose model or optimizer differ."""
 
 
 class Checkpointer:
@@ -35,7 +40,7 @@ class Checkpointer:
     try:
       return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except (ValueError, KeyError) as e:
-      raise ValueError(
+      raise CheckpointMismatchError(
           f"checkpoint {self.directory}/{step} does not match the model and optimizer of this "
           f"config (different arch, width, norm, pool or optimizer?): {e}") from e
 
@@ -70,7 +75,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_compatible_config(config, workdir: str) -> None:
-  """Refuses to resume a workdir whose checkpoints were written under an incompatible config."""
+  """Refuses to resume a workdir whose checkpoints were written under an incompatible config.
+
+  Raises:
+    CheckpointMismatchError: naming each structural key whose value differs.
+  """
   path = io.join(workdir, "config.json")
   ckpt_dir = io.join(workdir, "checkpoints")
   if not (io.exists(path) and io.isdir(ckpt_dir) and io.listdir(ckpt_dir)):
@@ -82,7 +91,7 @@ def check_compatible_config(config, workdir: str) -> None:
   structural = {k: v for k, v in changed.items() if k in STRUCTURAL_KEYS}
   if structural:
     lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in structural.items())
-    raise ValueError(f"{workdir} holds checkpoints of an incompatible config; use another "
-                     f"--workdir or the same values:\n{lines}")
+    raise CheckpointMismatchError(f"{workdir} holds checkpoints of an incompatible config; use "
+                                  f"another --workdir or the same values:\n{lines}")
   for k, (a, b) in changed.items():
     logging.warning("resuming with %s changed: %r -> %r", k, a, b)
