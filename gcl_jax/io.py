@@ -2,18 +2,45 @@
 
 Every path is handed to `etils.epath` (the layer orbax uses): local paths go to the operating
 system, URLs to the matching backend, so a workdir, a dataset root or a label directory may be a
-bucket. `atomic_write` is the one way the library writes a file that another process (or a
-restarted run) may read: nobody ever sees half of it.
+bucket. `atomic_write` (and `atomic_write_with`, for writers that want a file object) is the one
+way the library writes a file that another process (or a restarted run) may read: nobody ever sees
+half of it.
+
+URLs go through fsspec (gcsfs for gs://, s3fs for s3://), not tf.io.gfile: importing this module
+sets `EPATH_USE_TF=false` unless the environment already sets EPATH_USE_TF. Orbax resolves its
+metadata paths with the same etils.epath, so checkpoints, metrics and results all reach a bucket
+through one client, which honours `STORAGE_EMULATOR_HOST` (a local GCS emulator); tensorstore,
+which writes orbax's arrays, honours `TENSORSTORE_GCS_HTTP_URL`.
 """
 
 from __future__ import annotations
 
+import io as io_lib
 import json
 import os
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from etils import epath
+
+
+def _use_fsspec_for_urls() -> None:
+  """Makes etils.epath resolve URLs with fsspec instead of tf.io.gfile (see the module docstring).
+
+  etils reads EPATH_USE_TF once and caches the answer; the cache is cleared in case a path was
+  resolved before this module was imported.
+  """
+  if "EPATH_USE_TF" in os.environ:
+    return
+  os.environ["EPATH_USE_TF"] = "false"
+  from etils.epath import gpath  # pylint: disable=g-import-not-at-top
+  cached = getattr(gpath, "_is_tf_installed", None)
+  if cached is not None and hasattr(cached, "cache_clear"):
+    cached.cache_clear()
+
+
+_use_fsspec_for_urls()
 
 PathLike = str | os.PathLike
 
@@ -52,8 +79,17 @@ def read_text(p: PathLike) -> str:
   return path(p).read_text()
 
 
+def read_bytes(p: PathLike) -> bytes:
+  return path(p).read_bytes()
+
+
 def read_json(p: PathLike) -> Any:
   return json.loads(read_text(p))
+
+
+def remove(p: PathLike, missing_ok: bool = True) -> None:
+  """Deletes file `p` (no error when it is absent and `missing_ok`)."""
+  path(p).unlink(missing_ok=missing_ok)
 
 
 def atomic_write(p: PathLike, data: bytes | str) -> str:
@@ -89,6 +125,21 @@ def atomic_write(p: PathLike, data: bytes | str) -> str:
   return target
 
 
+def atomic_write_with(p: PathLike, write: Callable[[BinaryIO], Any]) -> str:
+  """`atomic_write` of what `write(file_object)` writes (np.save, np.savez, h5py, ...).
+
+  The bytes are collected in memory first (the files written this way are small: label tables,
+  descriptor caches, mining caches), so a `write` that raises leaves no file behind and the old
+  one, if any, untouched.
+
+  Returns:
+    `p` as a string.
+  """
+  buf = io_lib.BytesIO()
+  write(buf)
+  return atomic_write(p, buf.getvalue())
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
@@ -101,15 +152,20 @@ def write_json(p: PathLike, obj: Any, *, indent: int = 1, sort_keys: bool = Fals
 
 
 def append_text(p: PathLike, text: str) -> None:
-  """Appends `text` to a log file (metrics.jsonl); on object stores, which cannot append, the
-  object is rewritten with the new text at its end."""
+  """Appends `text` to a log file (metrics.jsonl); see `append_bytes`."""
+  append_bytes(p, text.encode())
+
+
+def append_bytes(p: PathLike, data: bytes) -> None:
+  """Appends `data` to file `p` (created with its parents if missing); on object stores, which
+  cannot append, the object is rewritten with the new bytes at its end."""
   if is_url(p):
-    old = read_text(p) if exists(p) else ""
-    atomic_write(p, old + text)
+    old = read_bytes(p) if exists(p) else b""
+    atomic_write(p, old + bytes(data))
     return
   os.makedirs(os.path.dirname(os.fspath(p)) or ".", exist_ok=True)
-  with open(p, "a") as f:
-    f.write(text)
+  with path(p).open("ab") as f:
+    f.write(data)
 
 
 def isdir(p: PathLike) -> bool:

@@ -2,8 +2,8 @@
 # Train gcl-jax on a Cloud TPU VM (single host or pod slice): create the VM or reuse it, copy
 # this checkout (or clone REPO_URL) to every worker, install a Python 3.12 venv with
 # requirements.txt + jax[tpu], and run main.py on ALL workers at once (--worker=all). Each
-# worker runs one process; main.py calls jax.distributed.initialize(), which finds the other
-# workers of the slice by itself on Cloud TPU.
+# worker runs one process; main.py --distributed=on calls jax.distributed.initialize(), which
+# finds the other workers of the slice by itself on Cloud TPU.
 #
 #   launch/tpu_vm.sh                                     # variables below / from the environment
 #   TPU_NAME=gcl-v4-32 ACCELERATOR_TYPE=v4-32 WORKDIR=gs://my-bucket/gcl/r50 \
@@ -96,7 +96,8 @@ jax_version=\$(sed -n 's/^jax==//p' requirements.txt); \
 .venv/bin/python -c 'import jax; print(jax.process_index(), jax.device_count(), jax.devices()[0])'"
 
 # 4. Train on all workers.
-main_args=(--config="$CONFIG" --workdir="$WORKDIR" --mode="$MODE" "$@")
+# --distributed=on: every worker joins the run (jax.distributed.initialize finds the others).
+main_args=(--config="$CONFIG" --workdir="$WORKDIR" --mode="$MODE" --distributed=on "$@")
 run="cd $REMOTE_DIR && .venv/bin/python main.py $(printf '%q ' "${main_args[@]}")"
 if [[ "$DETACH" == 1 ]]; then
   on_all_workers "cd $REMOTE_DIR && \

@@ -163,3 +163,65 @@ def test_tpu_script_refuses_local_workdir():
   out = subprocess.run(["bash", os.path.join(REPO, "launch", "tpu_vm.sh")], env=env,
                        capture_output=True, text=True, check=False)
   assert out.returncode == 2 and "gs://" in out.stderr
+
+
+def _fake_command(directory, name: str, body: str) -> None:
+  path = os.path.join(directory, name)
+  with open(path, "w") as f:
+    f.write("#!/usr/bin/env bash\n" + body)
+  os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+
+
+def test_tpu_script_with_a_fake_gcloud(tmp_path):
+  """The whole script against a gcloud that records its calls: VM reused, the checkout copied to
+  and installed on every worker, main.py started on all of them with --distributed=on."""
+  bin_dir, log = tmp_path / "bin", tmp_path / "gcloud.log"
+  bin_dir.mkdir()
+  _fake_command(bin_dir, "gcloud", f"""printf '%s\\x1f' "$@" >> {log}; echo >> {log}
+if [[ "$*" == *"--format=value(state)"* ]]; then echo READY; fi
+""")
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TPU_NAME": "gcl-v4-32",
+         "ACCELERATOR_TYPE": "v4-32", "WORKDIR": "gs://bucket/runs/r50",
+         "CONFIG": "configs/msls.py:contrastive", "ZONE": "europe-west4-a"}
+  out = subprocess.run(["bash", os.path.join(REPO, "launch", "tpu_vm.sh"),
+                        "--config.loss.margin=0.7"], env=env, capture_output=True, text=True,
+                       check=False, cwd=tmp_path)
+  assert out.returncode == 0, out.stderr
+  calls = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
+  assert calls[0][:4] == ["compute", "tpus", "tpu-vm", "describe"] and "gcl-v4-32" in calls[0]
+  assert "reusing TPU VM gcl-v4-32 (europe-west4-a)" in out.stdout
+  remote = [c for c in calls if c[3] in ("ssh", "scp")]
+  assert remote and all("--worker=all" in c and "europe-west4-a" in c for c in remote)
+  assert remote[0][3] == "scp"  # the checkout, then the venv, then the run
+  commands = [c[c.index("--command") + 1] for c in remote if c[3] == "ssh"]
+  assert 'jax[tpu]==$jax_version' in commands[-2].replace("\\", "")
+  assert commands[-1].endswith(
+      ".venv/bin/python main.py --config=configs/msls.py:contrastive "
+      "--workdir=gs://bucket/runs/r50 --mode=train --distributed=on --config.loss.margin=0.7 ")
+
+
+def test_slurm_script_starts_one_process_per_task_that_joins_the_run(tmp_path):
+  """slurm.sbatch under an srun that starts 2 tasks here: each task's Python sees the SLURM
+  environment and the variables the script sets, and detect_launch finds a 2-process launch."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  _fake_command(bin_dir, "srun", """shift  # --kill-on-bad-exit=1
+for i in 0 1; do
+  SLURM_JOB_ID=42 SLURM_STEP_NODELIST=localhost SLURM_NTASKS=2 SLURM_STEP_NUM_TASKS=2 \\
+  SLURM_PROCID=$i SLURM_LOCALID=$i "$@" || exit 1
+done
+""")
+  probe = ("import os, sys; from gcl_jax import parallel; "
+           "print(parallel.detect_launch().how, '|', ' '.join(sys.argv[1:]), '|', "
+           "os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])")
+  _fake_command(bin_dir, "python", f'exec {sys.executable} -c "{probe}" "$@"\n')
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+         "PYTHON": str(bin_dir / "python"), "SLURM_SUBMIT_DIR": REPO, "PYTHONPATH": REPO}
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  out = subprocess.run(["bash", os.path.join(REPO, "launch", "slurm.sbatch"),
+                        "--config=configs/msls.py", "--workdir=/shared/r50"], env=env,
+                       capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr
+  lines = [line for line in out.stdout.splitlines() if "|" in line]
+  assert lines == [f"SLURM (2 tasks, this one {i}) | main.py --config=configs/msls.py "
+                   "--workdir=/shared/r50 | 2 false" for i in (0, 1)]

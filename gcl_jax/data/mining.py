@@ -330,18 +330,16 @@ class TupleCache:
     return p0.astype(str), p1.astype(str), pn.astype(str)
 
   def save(self, path: str) -> None:
-    """Writes the cache to `path` (.npz, local or URL) atomically (gcl_jax.io.atomic_write)."""
-    buf = io_lib.BytesIO()
-    np.savez(buf, format_version=np.int64(_FORMAT_VERSION), city=self.city, query=self.query,
-             positive=self.positive, negatives=self.negatives, negative_city=self.negative_city,
-             images_forwarded=np.int64(self.images_forwarded),
-             num_queries=np.int64(self.num_queries))
-    gcl_io.atomic_write(path, buf.getvalue())
+    """Writes the cache to `path` (.npz, local or URL) atomically (gcl_jax.io.atomic_write_with)."""
+    gcl_io.atomic_write_with(path, lambda f: np.savez(
+        f, format_version=np.int64(_FORMAT_VERSION), city=self.city, query=self.query,
+        positive=self.positive, negatives=self.negatives, negative_city=self.negative_city,
+        images_forwarded=np.int64(self.images_forwarded), num_queries=np.int64(self.num_queries)))
 
   @classmethod
   def load(cls, path: str) -> "TupleCache":
     """Reads a cache written by `save`; a missing key or another format version is an error."""
-    with gcl_io.open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+    with np.load(io_lib.BytesIO(gcl_io.read_bytes(path)), allow_pickle=False) as z:
       keys = ("format_version", "city", "query", "positive", "negatives", "negative_city",
               "images_forwarded", "num_queries")
       missing = [k for k in keys if k not in z.files]

@@ -45,6 +45,10 @@ dimensions, then resizes as usual. It changes nothing for sources smaller than t
 640x480 or 1024x768 -> 480x640); the error where it applies is measured in
 benchmarks/input_pipeline.py (``--fast_decode_check``).
 
+Training reads all epochs through ONE pipeline (`pair_stream`, fed epoch after epoch by
+gcl_jax.data.stream): its parallel loads and prefetch buffer run on across epoch boundaries
+instead of being rebuilt, refilled and autotuned again at each one.
+
 Bad input (a missing, truncated or corrupt file) never goes unnoticed and never shifts rows: every
 element carries its index, failed elements are dropped by ``ignore_errors`` BEFORE batching, and the
 consumer checks that the indices arrive without gaps. ``errors="raise"`` (default) then raises
@@ -60,15 +64,18 @@ import time.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import re
-from typing import Callable, Iterator, Sequence
+import threading
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from gcl_jax.data import files
 from gcl_jax.data.normalize import normalize_array
+from gcl_jax.types import UserError
 
 tf.config.set_visible_devices([], "GPU")
 
@@ -83,7 +90,7 @@ ByteReader = Callable[[str], bytes]
 _log = logging.getLogger(__name__)
 
 
-class PipelineError(RuntimeError):
+class PipelineError(UserError, RuntimeError):
   """An image could not be read or decoded; the message names the file."""
 
 
@@ -318,12 +325,16 @@ def host_indices(num_items: int, batch_size: int, process_index: int | None = No
 # ------------------------------------------------------------------------------------------ streams
 
 
-def _checked(ds: tf.data.Dataset, n: int, batch_size: int, drop_remainder: bool,
-             paths: Callable[[int], list[str]], check: Callable[[str], str | None], errors: str,
-             report: SkipReport | None) -> Iterator[dict[str, np.ndarray]]:
-  """Iterates batches of `ds` (elements carry `_index`), checking for dropped elements."""
+def _checked(ds: tf.data.Dataset, n: int | Callable[[], int], batch_size: int,
+             drop_remainder: bool, paths: Callable[[int], list[str]],
+             check: Callable[[str], str | None], errors: str, report: SkipReport | None,
+             done: Callable[[int], None] | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Iterates batches of `ds` (elements carry `_index`), checking for dropped elements.
+
+  `n` is the number of elements, or (endless streams) a function giving it once `ds` has ended;
+  `done(i)`, when given, is told after each batch that elements below i are no longer needed.
+  """
   expected = 0  # next index that should arrive
-  num_batches = n // batch_size if drop_remainder else -(-n // batch_size)
 
   def failures(lo: int, hi: int) -> list[tuple[int, str]]:
     out = []
@@ -359,12 +370,44 @@ def _checked(ds: tf.data.Dataset, n: int, batch_size: int, drop_remainder: bool,
         handle(expected, int(i), complete=True)
       expected = int(i) + 1
     seen_batches += 1
+    if done is not None:
+      done(expected)
     yield batch
+  n = n if isinstance(n, int) else n()
+  num_batches = n // batch_size if drop_remainder else -(-n // batch_size)
   # Elements lost at the end show up only as missing batches (or a short last batch).
   if seen_batches < num_batches or (not drop_remainder and expected < n):
     handle(expected, n, complete=not drop_remainder)
   if report is not None and report.skipped:
     _log.warning("input pipeline skipped %d pair(s) with unreadable images", report.skipped)
+
+
+def _pair_elements(rows: tf.data.Dataset, *, batch_size: int, image_size: Sequence[int],
+                   mean: Sequence[float], std: Sequence[float], resize_method: str,
+                   augment: bool, reader: ByteReader | None, normalize: bool,
+                   fast_decode: bool, num_parallel_calls: int | None) -> tf.data.Dataset:
+  """Rows (index, path0, path1, label, augmentation seed, augmentation position) -> batches."""
+  read = lambda p: read_resized(p, image_size, resize_method, reader=reader,
+                                fast_decode=fast_decode)
+
+  def load(i, p0, p1, y, seed, position):
+    im0, im1 = read(p0), read(p1)
+    if augment:
+      im0 = augment_colour(im0, tf.stack([seed, 2 * position]))
+      im1 = augment_colour(im1, tf.stack([seed, 2 * position + 1]))
+    return {"im0": im0, "im1": im1, "label": y, "_index": i}
+
+  def norm(batch):  # uint8 per element (4x less copying), normalized once per batch
+    return {**batch, "im0": normalize_batch(batch["im0"], mean, std),
+            "im1": normalize_batch(batch["im1"], mean, std)}
+
+  # Ordered parallel map: the gap check in `_checked` relies on the order.
+  ds = rows.map(load, num_parallel_calls=num_parallel_calls or AUTOTUNE,
+                deterministic=True).ignore_errors()
+  ds = ds.batch(batch_size, drop_remainder=True)
+  if normalize:
+    ds = ds.map(norm, num_parallel_calls=AUTOTUNE)
+  return ds.prefetch(AUTOTUNE)
 
 
 def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, batch_size: int,
@@ -412,31 +455,136 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
   n = len(label)
   if reader is None and n:  # paths of a registered source (e.g. tfds://...) read through it
     reader = files.registered_reader(str(path0[0]))
-  ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), path0, path1, label))
-
-  read = lambda p: read_resized(p, image_size, resize_method, reader=reader,
-                                fast_decode=fast_decode)
-
-  def load(i, p0, p1, y):
-    im0, im1 = read(p0), read(p1)
-    if augment:
-      im0 = augment_colour(im0, tf.stack([tf.cast(seed, tf.int64), 2 * i]))
-      im1 = augment_colour(im1, tf.stack([tf.cast(seed, tf.int64), 2 * i + 1]))
-    return {"im0": im0, "im1": im1, "label": y, "_index": i}
-
-  def norm(batch):  # uint8 per element (4x less copying), normalized once per batch
-    return {**batch, "im0": normalize_batch(batch["im0"], mean, std),
-            "im1": normalize_batch(batch["im1"], mean, std)}
-
-  # Ordered parallel map: the gap check in `_checked` relies on the order.
-  ds = ds.map(load, num_parallel_calls=num_parallel_calls or AUTOTUNE,
-              deterministic=True).ignore_errors()
-  ds = ds.batch(batch_size, drop_remainder=True)
-  if normalize:
-    ds = ds.map(norm, num_parallel_calls=AUTOTUNE)
-  ds = ds.prefetch(AUTOTUNE)
+  index = np.arange(n, dtype=np.int64)
+  rows = tf.data.Dataset.from_tensor_slices(
+      (index, path0, path1, label, np.full(n, seed, np.int64), index))
+  ds = _pair_elements(rows, batch_size=batch_size, image_size=image_size, mean=mean, std=std,
+                      resize_method=resize_method, augment=augment, reader=reader,
+                      normalize=normalize, fast_decode=fast_decode,
+                      num_parallel_calls=num_parallel_calls)
   return _checked(ds, n, batch_size, True, lambda i: [str(path0[i]), str(path1[i])],
                   lambda p: check_file(p, image_size, resize_method, reader), errors, skip_report)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochRows:
+  """One epoch's pairs for `pair_stream`, in stream order.
+
+  Attributes:
+    path0: (P,) paths of the first image of each pair.
+    path1: (P,) paths of the second image.
+    label: (P,) graded labels.
+    seed: augmentation seed of the epoch.
+    position: (P,) int augmentation index of each pair (its place in the epoch's global order, so
+      that a stream resumed mid-epoch, or another host, jitters each pair as a full run does).
+  """
+  path0: np.ndarray
+  path1: np.ndarray
+  label: np.ndarray
+  seed: int
+  position: np.ndarray
+
+  def __post_init__(self):
+    if not len(self.path0) == len(self.path1) == len(self.label) == len(self.position):
+      raise ValueError(f"path0, path1, label and position have {len(self.path0)}, "
+                       f"{len(self.path1)}, {len(self.label)} and {len(self.position)} rows")
+
+
+class _Rows:
+  """The rows that `pair_stream` has handed to tf.data: row i's paths for the gap check, until
+  the consumer is past them. Filled by tf.data's generator thread, read by the consumer."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._epochs: list[tuple[int, EpochRows]] = []  # (first row, rows), in order
+    self.total = 0
+    self.error: BaseException | None = None
+
+  def add(self, rows: EpochRows) -> int:
+    with self._lock:
+      start = self.total
+      self._epochs.append((start, rows))
+      self.total += len(rows.label)
+      return start
+
+  def paths(self, i: int) -> list[str]:
+    with self._lock:
+      for start, rows in reversed(self._epochs):
+        if start <= i:
+          j = i - start
+          return [str(rows.path0[j]), str(rows.path1[j])]
+    raise IndexError(f"row {i} of the stream is not held")
+
+  def release(self, below: int) -> None:
+    """Forgets the epochs whose rows all lie below `below`."""
+    with self._lock:
+      while len(self._epochs) > 1 and self._epochs[1][0] <= below:
+        self._epochs.pop(0)
+
+
+def pair_stream(epochs: Iterable[EpochRows], *, batch_size: int, image_size: Sequence[int],
+                mean: Sequence[float], std: Sequence[float], resize_method: str = "pil",
+                augment: bool = False, errors: str = "raise",
+                skip_report: SkipReport | None = None, reader: ByteReader | None = None,
+                normalize: bool = True, fast_decode: bool = False,
+                num_parallel_calls: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """`pair_batches` over epoch after epoch in ONE tf.data pipeline (no rebuild, no drained
+  buffers at epoch boundaries): the parallel loads of epoch e+1 start while the last batches of
+  epoch e are still being consumed.
+
+  `epochs` (possibly endless) is drawn lazily, from tf.data's own thread, when the rows before
+  are all being loaded; its exceptions reach the consumer unchanged. Pair j of an epoch is
+  jittered with seed (epoch.seed, 2 * position[j] (+1)), as `pair_batches(..., seed=epoch.seed)`
+  does with its row index. When every epoch holds a multiple of `batch_size` pairs and no image
+  fails (errors="raise"), the batches are exactly those of `pair_batches` run on each epoch in
+  turn. With errors="skip", a dropped pair shifts the following rows, so a batch can then hold
+  the end of one epoch and the start of the next (`pair_batches` per epoch would drop the
+  epoch's partial last batch instead). Other arguments as in `pair_batches`.
+
+  Yields:
+    {"im0", "im1", "label"} batches of `batch_size` pairs, as `pair_batches`.
+  """
+  if errors not in ("raise", "skip"):
+    raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+  epochs = (rows for rows in epochs if len(rows.label))
+  first = next(epochs, None)
+  if first is None:
+    return
+  if reader is None:  # paths of a registered source (e.g. tfds://...) read through it
+    reader = files.registered_reader(str(first.path0[0]))
+  held = _Rows()
+
+  def generate():
+    try:
+      for rows in itertools.chain([first], epochs):
+        n = len(rows.label)
+        start = held.add(rows)
+        yield (np.arange(start, start + n, dtype=np.int64),
+               np.char.encode(np.asarray(rows.path0, str), "utf-8"),
+               np.char.encode(np.asarray(rows.path1, str), "utf-8"),
+               np.asarray(rows.label, np.float32), np.full(n, rows.seed, np.int64),
+               np.asarray(rows.position, np.int64))
+    except Exception as e:  # pylint: disable=broad-except
+      held.error = e  # tf.data would swallow it (ignore_errors): re-raised by the consumer
+
+  vector = lambda dtype: tf.TensorSpec([None], dtype)
+  signature = (vector(tf.int64), vector(tf.string), vector(tf.string), vector(tf.float32),
+               vector(tf.int64), vector(tf.int64))
+  rows = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+  ds = _pair_elements(rows, batch_size=batch_size, image_size=image_size, mean=mean, std=std,
+                      resize_method=resize_method, augment=augment, reader=reader,
+                      normalize=normalize, fast_decode=fast_decode,
+                      num_parallel_calls=num_parallel_calls)
+  check = lambda p: check_file(p, image_size, resize_method, reader)
+
+  def total() -> int:
+    if held.error is not None:
+      raise held.error
+    return held.total
+
+  yield from _checked(ds, total, batch_size, True, held.paths, check, errors, skip_report,
+                      done=held.release)
+  total()  # an error in `epochs` after the last rows
 
 
 def tuple_batches(paths: np.ndarray, *, batch_size: int, image_size: Sequence[int],

@@ -6,38 +6,39 @@ any of them gives another key, so a stale descriptor file is never reused; an un
 (e.g. the same checkpoint evaluated under two protocols) reads the file instead of re-extracting.
 
 Files: `<directory>/<key>.npy` (float32 descriptors, rows in table order) and `<key>.json` (the
-keyed fields and the shape, for humans). Writes are atomic: the data goes to a temporary file in
-the same directory, is flushed and fsynced, then renamed over the target (`os.replace`), the .npy
-before the .json; a reader only trusts a .npy whose .json exists, so a crash mid-write leaves no
-half file to be read. Local file systems only (os.replace is not atomic on object stores).
+keyed fields and the shape, for humans). The directory may be local or a URL (gs://...): files go
+through `gcl_jax.io`, written with its atomic write (locally a temporary file renamed over the
+target, in a bucket one upload), the .npy before the .json; a reader only trusts a .npy whose .json
+exists, so a crash mid-write leaves no half file to be read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io as io_lib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from gcl_jax import io as gcl_io
 from gcl_jax.types import ImageTable
 
 KEY_VERSION = 1  # Bump when the descriptor layout or the key recipe changes.
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
   """Converts configs (ConfigDict, dataclass-like mappings), numpy values and tuples to JSON."""
   if hasattr(value, "to_dict"):  # ml_collections.ConfigDict / FrozenConfigDict
     value = value.to_dict()
   if isinstance(value, Mapping):
-    return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    return {str(k): plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
   if isinstance(value, (list, tuple)):
-    return [_plain(v) for v in value]
+    return [plain(v) for v in value]
   if isinstance(value, np.ndarray):
-    return _plain(value.tolist())
+    return plain(value.tolist())
   if isinstance(value, np.generic):
     return value.item()
   if isinstance(value, (os.PathLike,)):
@@ -78,12 +79,12 @@ def cache_fields(*, checkpoint: str | os.PathLike | None, step: int | None,
     raise ValueError("tables is empty: a descriptor cache entry describes at least one table")
   return {
       "version": KEY_VERSION,
-      "checkpoint": None if checkpoint is None else os.path.abspath(os.fspath(checkpoint)),
+      "checkpoint": None if checkpoint is None else gcl_io.absolute(checkpoint),
       "step": None if step is None else int(step),
-      "model_config": _plain(model_config),
-      "image_size": _plain(image_size),
+      "model_config": plain(model_config),
+      "image_size": plain(image_size),
       "tables": [_table_digest(t) for t in tables],
-      "extra": _plain(extra or {}),
+      "extra": plain(extra or {}),
   }
 
 
@@ -93,23 +94,8 @@ def cache_key(**fields) -> str:
   return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str) -> None:
-  directory = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-  try:
-    with os.fdopen(fd, mode) as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 class DescriptorCache:
-  """Descriptor files in one directory, keyed by `cache_key`."""
+  """Descriptor files in one directory (local or URL), keyed by `cache_key`."""
 
   def __init__(self, directory: str | os.PathLike):
     self.directory = os.fspath(directory)
@@ -118,17 +104,16 @@ class DescriptorCache:
     """(descriptor .npy path, metadata .json path) of `key`."""
     if not (len(key) == 64 and all(c in "0123456789abcdef" for c in key)):
       raise ValueError(f"cache key must be a 64-character SHA-256 hex digest, got {key!r}")
-    base = os.path.join(self.directory, key)
+    base = gcl_io.join(self.directory, key)
     return base + ".npy", base + ".json"
 
   def load(self, key: str) -> np.ndarray | None:
     """The cached descriptors of `key`, or None when absent (or the write never completed)."""
     npy, meta = self.paths(key)
-    if not (os.path.exists(npy) and os.path.exists(meta)):
+    if not (gcl_io.exists(npy) and gcl_io.exists(meta)):
       return None
-    with open(meta) as f:
-      shape = tuple(json.load(f)["shape"])
-    desc = np.load(npy, allow_pickle=False)
+    shape = tuple(gcl_io.read_json(meta)["shape"])
+    desc = np.load(io_lib.BytesIO(gcl_io.read_bytes(npy)), allow_pickle=False)
     if desc.shape != shape:
       raise ValueError(f"descriptor cache {npy}: shape {desc.shape} does not match its metadata "
                        f"{shape}; delete both files")
@@ -139,17 +124,19 @@ class DescriptorCache:
     desc = np.asarray(descriptors, np.float32)
     if desc.ndim != 2:
       raise ValueError(f"descriptors must be 2-D (N, D), got shape {desc.shape}")
-    os.makedirs(self.directory, exist_ok=True)
+    gcl_io.makedirs(self.directory)
     npy, meta = self.paths(key)
-    _atomic_write(npy, lambda f: np.save(f, desc, allow_pickle=False), "wb")
+    gcl_io.atomic_write_with(npy, lambda f: np.save(f, desc, allow_pickle=False))
     record = {"key": key, "shape": list(desc.shape), "dtype": "float32",
-              "fields": _plain(fields or {})}
-    _atomic_write(meta, lambda f: f.write(json.dumps(record, indent=1, sort_keys=True)), "w")
+              "fields": plain(fields or {})}
+    gcl_io.atomic_write(meta, json.dumps(record, indent=1, sort_keys=True))
     return npy
 
   def get_or_compute(self, key: str, compute: Callable[[], np.ndarray],
                      fields: Mapping | None = None,
-                     expected_rows: int | None = None) -> tuple[np.ndarray, bool]:
+                     expected_rows: int | None = None, *,
+                     agree: Callable[[bool], bool] = bool,
+                     write: bool = True) -> tuple[np.ndarray, bool]:
     """Cached descriptors of `key`, computing and storing them on a miss.
 
     Args:
@@ -157,18 +144,27 @@ class DescriptorCache:
       compute: returns the (N, D) descriptors.
       fields: stored in the metadata (e.g. `cache_fields(...)`).
       expected_rows: when given, a cached or computed array with another row count raises.
+      agree: maps this process's "found on disk" to the decision every process takes; in a
+        multi-process run (computing is collective) `gcl_jax.parallel.agree`: process 0's finding.
+      write: store a computed array (in a multi-process run: on process 0 only).
 
     Returns:
       (descriptors, hit): hit is True when read from disk.
     """
     desc = self.load(key)
-    hit = desc is not None
+    hit = agree(desc is not None)
+    if hit and desc is None:  # process 0 found the files: written since this process looked
+      desc = self.load(key)
+      if desc is None:
+        raise FileNotFoundError(f"descriptor cache {self.paths(key)[0]} exists for process 0 but "
+                                f"not for this one: is {self.directory} on storage that every "
+                                "host sees?")
     if not hit:
       desc = np.asarray(compute(), np.float32)
     if expected_rows is not None and desc.shape[0] != expected_rows:
       where = "cached" if hit else "computed"
       raise ValueError(f"{where} descriptors for key {key[:12]}... have {desc.shape[0]} rows, "
                        f"expected {expected_rows}")
-    if not hit:
+    if not hit and write:
       self.save(key, desc, fields)
     return desc, hit

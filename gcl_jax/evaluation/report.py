@@ -116,7 +116,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, list[str]]:
     ValueError: an empty line or a query key given twice (the line number is named).
   """
   out: dict[str, list[str]] = {}
-  with open(path) as f:
+  with gcl_io.open(path, "r") as f:
     for line_no, line in enumerate(f, start=1):
       parts = line.split()
       if not parts:

@@ -120,7 +120,8 @@ def model_describer(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
                 image_size=tuple(config.data.image_size), tables=[table],
                 extra=cache_extra(config))
     desc, _ = descriptor_cache.get_or_compute(cache.cache_key(**args), compute,
-                                              cache.cache_fields(**args), expected_rows=len(table))
+                                              cache.cache_fields(**args), expected_rows=len(table),
+                                              agree=parallel.agree, write=parallel.is_chief())
     return desc
 
   return describe

@@ -15,9 +15,10 @@ Label file (`save_pair_table` / `load_pair_table`): one uncompressed NumPy `.npz
     dist              (P,) float32   camera-centre distance in metres
     params_json       0-d str        JSON object of PairTable.params
 
-(see gcl_jax/labels/table.py for the meaning of the fields). Files are written atomically: to a
-temporary file in the destination directory, flushed and fsync'ed, then renamed over the target
-with os.replace, so a reader never sees a partially written file.
+(see gcl_jax/labels/table.py for the meaning of the fields). Files are written atomically with
+`gcl_jax.io.atomic_write_with` (locally: a temporary file in the destination directory, fsync'ed
+and renamed over the target; in a bucket: one upload), so a reader never sees a partially written
+file. Every path may be local or a URL (gs://...): all access goes through `gcl_jax.io`.
 
 City cache (`label_city_cached`): `<out_dir>/<city>_fov.npz` (a label file as above) plus
 `<out_dir>/<city>_fov.manifest.json`:
@@ -44,18 +45,19 @@ maps are decoded only when the labels are (re)computed.
 from __future__ import annotations
 
 import hashlib
+import io as io_lib
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from gcl_jax import io as gcl_io
 from gcl_jax.types import ImageTable
 from gcl_jax.labels import pose3d
 from gcl_jax.labels.fov2d import city_pair_table, pair_table_params
-from gcl_jax.types import PairTable
+from gcl_jax.types import PairTable, UserError
 
 FORMAT = "gcl_jax.PairTable"
 FORMAT_VERSION = 1
@@ -70,34 +72,16 @@ _CITY_PARAMS = ("radius_m", "fov_deg", "normalization", "cutoff_factor", "pos_di
                 "neg_dist_m")
 
 
-class LabelFileError(ValueError):
+class LabelFileError(UserError, ValueError):
   """A label file or manifest is corrupt, incomplete or of an unknown format; names the file."""
-
-
-def _atomic_write(path: str, write) -> None:
-  """Calls write(file_object) on a temporary file next to `path`, then renames it to `path`."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except FileNotFoundError:
-      pass
-    raise
 
 
 def save_pair_table(path: str, table: PairTable) -> None:
   """Writes `table` to `path` (a single .npz, see the module docstring), atomically.
 
   Args:
-    path: destination file; the directory is created if needed. Conventionally ends in ".npz".
+    path: destination file (local or URL); the directory is created if needed. Conventionally
+      ends in ".npz".
     table: the labels; `params` must be JSON-serialisable.
 
   Raises:
@@ -115,7 +99,7 @@ def save_pair_table(path: str, table: PairTable) -> None:
              num_database=np.array(table.num_database, np.int64), params_json=np.array(params_json),
              **arrays)
 
-  _atomic_write(path, write)
+  gcl_io.atomic_write_with(path, write)
 
 
 def load_pair_table(path: str) -> PairTable:
@@ -126,10 +110,10 @@ def load_pair_table(path: str) -> PairTable:
     LabelFileError: if the file is not a readable .npz, has an unknown format or version, lacks a
       key, or holds inconsistent arrays (the message names the file and the problem).
   """
-  if not os.path.exists(path):
+  if not gcl_io.exists(path):
     raise FileNotFoundError(f"label file {path} does not exist")
   try:
-    with np.load(path, allow_pickle=False) as z:
+    with np.load(io_lib.BytesIO(gcl_io.read_bytes(path)), allow_pickle=False) as z:
       missing = [k for k in _KEYS if k not in z.files]
       if missing:
         raise LabelFileError(f"label file {path}: missing key(s) {missing}; it has "
@@ -195,21 +179,22 @@ def inputs_sha256(query: ImageTable, database: ImageTable) -> str:
 def _read_manifest(path: str) -> dict[str, Any] | None:
   """The manifest at `path`, or None when it is missing or unreadable (then labels are redone)."""
   try:
-    with open(path, "r", encoding="utf-8") as f:
-      manifest = json.load(f)
+    manifest = json.loads(gcl_io.read_text(path))
   except (OSError, ValueError):
     return None
   return manifest if isinstance(manifest, dict) else None
 
 
-def label_city_cached(query: ImageTable, database: ImageTable, out_dir: str, city: str,
-                      **params: Any) -> PairTable:
+def label_city_cached(query: ImageTable, database: ImageTable, out_dir: str, city: str, *,
+                      write: bool = True, **params: Any) -> PairTable:
   """`city_pair_table` with an on-disk cache keyed by the parameters and the input data.
 
   Args:
     query, database: the city's image tables.
-    out_dir: cache directory (created if needed).
+    out_dir: cache directory (local or URL; created if needed).
     city: city name; files are `<out_dir>/<city>_fov.npz` and `<out_dir>/<city>_fov.manifest.json`.
+    write: store a freshly computed table (False on all processes but one of a multi-process run:
+      each computes the same table, one writes it).
     **params: keyword arguments of `city_pair_table` (radius_m, fov_deg, normalization,
       cutoff_factor, pos_dist_m, neg_dist_m); unspecified ones take its defaults.
 
@@ -229,7 +214,8 @@ def label_city_cached(query: ImageTable, database: ImageTable, out_dir: str, cit
   # The params the table records (defaults filled in, validated), as they read back from JSON.
   return _cached(out_dir, city, "fov", MANIFEST_FORMAT, inputs_sha256(query, database),
                  {"num_queries": len(query), "num_database": len(database)},
-                 pair_table_params(**params), lambda: city_pair_table(query, database, **params))
+                 pair_table_params(**params), lambda: city_pair_table(query, database, **params),
+                 write)
 
 
 def _check_name(name: str, what: str) -> None:
@@ -238,11 +224,11 @@ def _check_name(name: str, what: str) -> None:
 
 
 def _cached(out_dir: str, name: str, suffix: str, manifest_format: str, digest: str,
-            sizes: dict[str, int], params: dict, compute) -> PairTable:
+            sizes: dict[str, int], params: dict, compute, write: bool = True) -> PairTable:
   """The table at `<out_dir>/<name>_<suffix>.npz` when its manifest vouches for these inputs and
   params; otherwise `compute()`, stored with a fresh manifest (see the module docstring)."""
-  npz_path = os.path.join(out_dir, f"{name}_{suffix}.npz")
-  manifest_path = os.path.join(out_dir, f"{name}_{suffix}.manifest.json")
+  npz_path = gcl_io.join(out_dir, f"{name}_{suffix}.npz")
+  manifest_path = gcl_io.join(out_dir, f"{name}_{suffix}.manifest.json")
   expected_params = json.loads(json.dumps(params, sort_keys=True))  # as read back from JSON
   manifest = _read_manifest(manifest_path)
   if (manifest is not None and manifest.get("format") == manifest_format
@@ -260,14 +246,15 @@ def _cached(out_dir: str, name: str, suffix: str, manifest_format: str, digest: 
       return table
 
   table = compute()
-  if os.path.exists(manifest_path):
-    os.remove(manifest_path)
+  if not write:
+    return table
+  gcl_io.remove(manifest_path, missing_ok=True)
   save_pair_table(npz_path, table)
   manifest = {"format": manifest_format, "format_version": MANIFEST_VERSION, "city": name,
-              "label_file": os.path.basename(npz_path), "params": table.params,
+              "label_file": gcl_io.path(npz_path).name, "params": table.params,
               "inputs_sha256": digest, **sizes, "num_pairs": table.num_pairs}
   text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-  _atomic_write(manifest_path, lambda f: f.write(text.encode("utf-8")))
+  gcl_io.atomic_write(manifest_path, text)
   return table
 
 
@@ -285,27 +272,28 @@ def pose3d_inputs_sha256(poses: np.ndarray, keys, depth_paths=None) -> str:
   if depth_paths is not None:
     h.update(f"depths:{len(depth_paths)};".encode())
     for p in depth_paths:
-      with open(p, "rb") as f:
-        h.update(hashlib.sha256(f.read()).digest())
+      h.update(hashlib.sha256(gcl_io.read_bytes(p)).digest())
   return h.hexdigest()
 
 
 def label_pose3d_cached(poses: np.ndarray, keys, out_dir: str, name: str, *,
                         intrinsics: pose3d.Intrinsics = pose3d.SEVEN_SCENES_DEPTH,
                         depth_paths=None, positive_above: float = 0.5,
-                        symmetric: str | None = "mean", **overlap_kwargs: Any) -> PairTable:
+                        symmetric: str | None = "mean", write: bool = True,
+                        **overlap_kwargs: Any) -> PairTable:
   """`pose3d.pose_pair_table` over one set of frames, with an on-disk cache (module docstring).
 
   Args:
     poses: (N, 4, 4) camera-to-world poses of the frames.
     keys: the N frame keys (part of the cache key: reordered frames are relabelled).
-    out_dir: cache directory (created if needed).
+    out_dir: cache directory (local or URL; created if needed).
     name: files are `<out_dir>/<name>_pose3d.npz` and `<out_dir>/<name>_pose3d.manifest.json`.
     intrinsics: the camera (and depth maps') intrinsics.
     depth_paths: None (frustum overlap) or N depth PNGs (16-bit millimetres, read with
       `pose3d.load_depth_png` only on a cache miss; the depth measure).
     positive_above, symmetric, **overlap_kwargs: as `pose3d.pose_pair_table` (overlap_kwargs:
       depth_tolerance_m, stride, near_m, max_range_m, num_depths).
+    write: store a freshly computed table (as in `label_city_cached`).
 
   Returns:
     The cached table when the manifest matches the current parameters and inputs, otherwise a
@@ -337,5 +325,5 @@ def label_pose3d_cached(poses: np.ndarray, keys, out_dir: str, name: str, *,
 
   return _cached(out_dir, name, "pose3d", POSE3D_MANIFEST_FORMAT,
                  pose3d_inputs_sha256(poses, keys, depth_paths),
-                 {"num_queries": n, "num_database": n}, params, compute)
+                 {"num_queries": n, "num_database": n}, params, compute, write)
 

@@ -178,7 +178,7 @@ def _prepare_sixdof(config: ml_collections.ConfigDict, workdir: str, train: bool
     depth_paths = _depth_paths(config, frames)
     table = labels_io.label_pose3d_cached(
         poses, frames.keys, labels_dir(config, root, workdir), name, depth_paths=depth_paths,
-        **pose3d_params(config, with_depths=depth_paths is not None))
+        write=parallel.is_chief(), **pose3d_params(config, with_depths=depth_paths is not None))
     logging.info("%s: %d training frames, %d labelled pairs (%s)", name, len(frames),
                  table.num_pairs, table.params["method"])
     train_cities.append(pairs_lib.CityPairs(name, frames, frames, table, exclude_self=True))
@@ -227,7 +227,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str, *, train: bool
       fit.append(database)
       if train:
         table = labels_io.label_city_cached(query, database, out_dir, city,
-                                            **label_params(config))
+                                            write=parallel.is_chief(), **label_params(config))
         train_cities.append(pairs_lib.CityPairs(city, query, database, table))
   split = config.data.eval_split
   val = [(city, *read_city(city, split)) for city in config.data.val_cities]

@@ -6,14 +6,18 @@
 
 from __future__ import annotations
 
+import io as io_lib
 import json
+import os
 import signal
+import socket
 import time
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from gcl_jax import io, losses, parallel
 from gcl_jax.data import stream as stream_lib
@@ -31,10 +35,19 @@ def images_per_example(config: ml_collections.ConfigDict) -> int:
 
 
 class Preemption:
-  """Turns SIGTERM into a flag checked after every step."""
+  """SIGTERM -> a checkpoint at a step every process agrees on, then a clean exit.
+
+  One process: a signal handler sets a flag that `reached(step)` reports after the step. Several
+  processes: JAX's preemption sync manager (started by jax.distributed.initialize) takes the
+  SIGTERM that reaches ANY process, and `reached(step)`, called after every step by every process,
+  becomes true on all of them at the same step (jax.experimental.multihost_utils).
+  """
 
   def __init__(self):
-    self.requested = False
+    self.multi_process = jax.process_count() > 1
+    self._requested = False
+    if self.multi_process:
+      return  # the sync manager's own SIGTERM handler must stay in place
     try:
       signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread (e.g. some notebooks)
@@ -42,7 +55,12 @@ class Preemption:
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._requested = True
+
+  def reached(self, step: int) -> bool:
+    if self.multi_process:
+      self._requested = multihost_utils.reached_preemption_sync_point(step)
+    return self._requested
 
 
 def _initial_model(config: ml_collections.ConfigDict, data: datasets.Data):
@@ -168,28 +186,59 @@ def last_metrics(workdir: str) -> dict:
 
 
 class MetricsLog:
-  """metrics.jsonl and TensorBoard scalars (process 0), a progress line (every process)."""
+  """metrics.jsonl and TensorBoard scalars (process 0), a progress line (every process).
 
-  def __init__(self, workdir: str):
+  Both files go through gcl_jax.io, so a workdir in a bucket receives them like a local one. The
+  TensorBoard events are framed here rather than by tf.summary, whose tf.io.gfile is a second
+  file-system client (one that, e.g., a storage emulator cannot serve): <workdir>/tensorboard/
+  events.out.tfevents.<time>.<host>.<pid>.<n>.v2 holds TFRecord-framed Event protos, a file-version
+  event then one event per record with a scalar summary per metric (as tf.summary.scalar writes
+  them). Each record is appended; a bucket, which cannot append, gets the object rewritten, so a
+  new file is begun once one passes `max_event_file_bytes`.
+  """
+
+  def __init__(self, workdir: str, max_event_file_bytes: int = 1 << 20):
     self.path = io.join(workdir, "metrics.jsonl")
-    self.tb = None
-    if parallel.is_chief():
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      self._tf = tf
-      self.tb = tf.summary.create_file_writer(io.join(workdir, "tensorboard"))
+    self.tb_dir = io.join(workdir, "tensorboard")
+    self.chief = parallel.is_chief()
+    self.max_event_file_bytes = max_event_file_bytes
+    self.events_path, self._events_bytes, self._event_files = None, 0, 0
 
   def write(self, record: dict) -> None:
-    if self.tb is None:
+    if not self.chief:
       return
     io.append_text(self.path, json.dumps(record) + "\n")
-    with self.tb.as_default(step=record["step"]):
-      for k, v in record.items():
-        if k != "step":
-          self._tf.summary.scalar(k, v)
+    self._write_event(step=int(record["step"]), scalars={
+        k: v for k, v in record.items()
+        if k != "step" and isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
+
+  def _write_event(self, step: int, scalars: dict) -> None:
+    # pylint: disable=g-import-not-at-top
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.scalar import metadata
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    from tensorboard.util import tensor_util
+    # pylint: enable=g-import-not-at-top
+    events = []
+    if self.events_path is None or self._events_bytes >= self.max_event_file_bytes:
+      self.events_path = io.join(
+          self.tb_dir, f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
+          f"{os.getpid()}.{self._event_files}.v2")
+      self._events_bytes, self._event_files = 0, self._event_files + 1
+      events.append(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+    summary = summary_pb2.Summary()
+    for tag, value in scalars.items():
+      summary.value.add(tag=tag, metadata=metadata.create_summary_metadata(None, None),
+                        tensor=tensor_util.make_tensor_proto(np.float32(value)))
+    events.append(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+    buf = io_lib.BytesIO()
+    for event in events:
+      RecordWriter(buf).write(event.SerializeToString())
+    io.append_bytes(self.events_path, buf.getvalue())
+    self._events_bytes += len(buf.getvalue())
 
   def close(self) -> None:
-    if self.tb is not None:
-      self.tb.close()
+    """Nothing to release: every record is written when it is logged."""
 
 
 def make_stream(run: Run, start_step: int, current: dict):
@@ -225,6 +274,9 @@ def train(run: Run, model_def, state, tx) -> state_lib.TrainState:
   log_every = max(int(config.train.log_every_steps), 1)
   current = {"state": state}  # the state that mines the next sub-cache (triplet)
   stream = make_stream(run, start_step, current)
+  # Global batches built ahead in a thread while the step runs (not past a mining sub-cache).
+  batches = stream_lib.prefetch_to_device(
+      stream, mesh, config.data.prefetch_to_device if stream.can_run_ahead else 0)
   per_example = images_per_example(config)
   t_run = t_last = time.time()
   wait_time, checkpoint_time, pending = 0.0, 0.0, []
@@ -232,7 +284,7 @@ def train(run: Run, model_def, state, tx) -> state_lib.TrainState:
   try:
     while step < num_steps:
       t0 = time.time()
-      batch = parallel.global_batch(next(stream), mesh)
+      batch = next(batches)
       wait_time += time.time() - t0
       state, metrics = train_step(state, batch)
       current["state"] = state
@@ -258,19 +310,21 @@ def train(run: Run, model_def, state, tx) -> state_lib.TrainState:
                      record["pairs_per_s"], wait_time, eta)
         log.write(record)
         pending, wait_time, checkpoint_time, t_last = [], 0.0, 0.0, time.time()
-      force = preemption.requested or step == num_steps
+      preempted = preemption.reached(step)
+      force = preempted or step == num_steps
       if force or ckpt.manager.should_save(step):
         _check_finite(pending, step, ckpt)
         t0 = time.time()
         ckpt.save(state, force=force)
         checkpoint_time += time.time() - t0
-      if preemption.requested:
+      if preempted:
         logging.warning("SIGTERM: checkpoint written at step %d, exiting", step)
         break
       if _eval_due(config, step):
         evaluate_along_the_way(run, state, images_backward=step * config.train.batch_size
                                * per_example, images_forwarded_mining=stream.images_forwarded)
   finally:
+    batches.close()
     ckpt.wait()
     log.close()
   if stream.skip_report.skipped:
