@@ -68,6 +68,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # An unreadable training image: "error" stops training naming the file; "skip" drops the pair,
   # logs the file and counts it (`skipped_pairs` in metrics.jsonl). Evaluation always stops.
   c.data.bad_images = "error"
+  # Training batches (pairs) built ahead of the step as global device arrays by a background
+  # thread, while the step runs (2 is usual; 0: built by the training loop when needed). Triplet
+  # batches are never built past a mining sub-cache (it is mined with the current model).
+  c.data.prefetch_to_device = 2
 
   # ---- graded labels ------------------------------------------------------------------------
   c.labels = ml_collections.ConfigDict()
@@ -225,4 +229,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # zero-shot (protocol at_format, split compare.transfer_split); empty: none.
   c.compare.transfer_root = ""
   c.compare.transfer_split = "test"
+
+  # ---- --mode=export: a place index of the evaluation databases (gcl_jax/localize) -----------
+  c.export = ml_collections.ConfigDict()
+  # The index directory written (local path or gs://; required): FAISS index, image keys, paths,
+  # UTM positions and headings, the network's weights, PCA-whitening (eval.pca_dim > 0, fitted
+  # as evaluation fits it) and the fingerprint of the model and the preprocessing.
+  c.export.dir = ""
+  # "flat" (exact search, as evaluation), "ivf" (IndexIVFFlat), "hnsw" (IndexHNSWFlat) or "ivfpq"
+  # (IndexIVFPQ: compressed codes). benchmarks/index.py measures their recall against "flat".
+  c.export.index_type = "flat"
+  c.export.ivf_nlist = 0  # ivf / ivfpq: inverted lists; 0: round(4 sqrt(N)), at most N.
+  c.export.ivf_nprobe = 16  # ivf / ivfpq: lists searched per query (nlist: exact for ivf).
+  c.export.hnsw_m = 32  # hnsw: links per node (M).
+  c.export.hnsw_ef_construction = 80  # hnsw: candidates kept while building.
+  c.export.hnsw_ef_search = 128  # hnsw: candidates kept while searching (efSearch).
+  c.export.pq_m = 0  # ivfpq: sub-quantizers (bytes per code at 8 bits); 0: the largest divisor
+  # of the dimension not above dimension / 16. Must divide the (whitened) descriptor dimension.
+  c.export.pq_nbits = 8  # ivfpq: bits per sub-quantizer code (needs >= 2**pq_nbits images).
+  # Images per descriptor chunk (<dir>/descriptors/<start>-<end>.npy, written as each is done);
+  # a rerun of an interrupted export describes only the missing chunks.
+  c.export.shard_size = 1024
+
+  # ---- --mode=localize: localize new photos in an exported index (gcl_jax/localize) ----------
+  c.localize = ml_collections.ConfigDict()
+  c.localize.index = ""  # The index directory written by --mode=export (required).
+  # The photos: a directory (searched recursively for image files), a glob pattern such as
+  # "photos/*.jpg" or one file. Any size or aspect: they are preprocessed as the index's images
+  # were (the preprocessing recorded in the index, not config.data). Unreadable ones are skipped
+  # and listed in <workdir>/unreadable.txt.
+  c.localize.images = ""
+  c.localize.k = 10  # Matches per photo (CSV rows; the weighted position estimate uses all k).
+  c.localize.batch_size = 32  # Photos per extraction step (padded; any value gives the same).
+  c.localize.pictures = True  # Also draw <workdir>/per_photo/<name>.png (photo, top-5, map).
   return c
