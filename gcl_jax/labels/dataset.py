@@ -24,9 +24,18 @@ from typing import Any
 
 import numpy as np
 
+from gcl_jax import io as gcl_io
 from gcl_jax.labels.fov2d import DEFAULT_PARAMS, city_pair_table
 from gcl_jax.labels.io import label_city_cached
 from gcl_jax.types import ImageTable, PairTable, SIM_AMBIGUOUS, SIM_POSITIVE
+
+
+def _mtime(path: str) -> float | None:
+  """Modification time of `path` (local: to the nanosecond; URL: as the store keeps it), None when
+  it does not exist."""
+  if not gcl_io.exists(path):
+    return None
+  return gcl_io.path(path).stat().mtime if gcl_io.is_url(path) else os.stat(path).st_mtime_ns
 
 
 def summarize(table: PairTable, query_pano: np.ndarray | None = None,
@@ -95,10 +104,10 @@ def label_dataset(cities: Iterable[tuple[str, ImageTable, ImageTable]],
       if out_dir is None:
         table = city_pair_table(query, database, **params)
       else:
-        label_file = os.path.join(out_dir, f"{city}_fov.npz")
-        before = os.path.getmtime(label_file) if os.path.exists(label_file) else None
+        label_file = gcl_io.join(out_dir, f"{city}_fov.npz")
+        before = _mtime(label_file)
         table = label_city_cached(query, database, out_dir, city, **params)
-        cached = before is not None and os.path.getmtime(label_file) == before
+        cached = before is not None and _mtime(label_file) == before
       out[city] = {**summarize(table, query.pano, database.pano), "label_file": label_file,
                    "cached": cached, "seconds": round(time.perf_counter() - t0, 3)}
       if bar is not None:

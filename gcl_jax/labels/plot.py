@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import io as io_lib
 
 import numpy as np
 
+from gcl_jax import io as gcl_io
 from gcl_jax.types import ImageTable
 from gcl_jax.types import PairTable
 
@@ -103,8 +104,8 @@ def plot_query_labels(query_table: ImageTable, database_table: ImageTable,
                f"{int(np.count_nonzero(psi > 0))} database images with psi > 0", fontsize=9)
   ax.legend(loc="lower left", fontsize=8)
   ax.grid(True, linewidth=0.3)
-  directory = os.path.dirname(os.path.abspath(out_png))
-  os.makedirs(directory, exist_ok=True)
-  fig.savefig(out_png, dpi=110, bbox_inches="tight")
+  buf = io_lib.BytesIO()
+  fig.savefig(buf, dpi=110, bbox_inches="tight", format="png")
   plt.close(fig)
+  gcl_io.atomic_write(out_png, buf.getvalue())
   return out_png
