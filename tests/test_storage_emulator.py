@@ -1,4 +1,5 @@
-"""A workdir in a bucket: every output of training and evaluation reaches it, none lands locally.
+"""A workdir in a bucket: the demo world, every output of training and evaluation reach it, none
+stays locally.
 
 A Google Cloud Storage emulator (gcp-storage-emulator, in a subprocess on a free port) stands in
 for gs://. gcl_jax.io reaches it through gcsfs (STORAGE_EMULATOR_HOST); orbax writes its arrays
@@ -190,33 +191,117 @@ def test_label_table_descriptor_and_tuple_caches_on_the_bucket(gcs):
   assert back.images_forwarded == 9 and back.num_queries == 4
 
 
-@pytest.mark.slow
-def test_demo_trains_and_evaluates_with_its_workdir_in_a_bucket(gcs, tmp_path, monkeypatch):
-  from test_end_to_end import tiny_demo_config  # pylint: disable=g-import-not-at-top
-  from gcl_jax.train import checkpoint, datasets, train  # pylint: disable=g-import-not-at-top
-
-  config = tiny_demo_config(4)
-  # The dataset is read-only input: a tiny world generated locally before the run.
-  world = datasets.dataset_root(config, str(tmp_path / "local"))
-  config.data.root = world
-  config.labels.dir = f"{gcs}/labels_demo"
-  workdir = f"{gcs}/run"
-  world_before = _local_files(world)
-
-  sandbox = tmp_path / "sandbox"  # the run's cwd and TMPDIR: a relative or temporary write shows
+def _sandbox(tmp_path, monkeypatch):
+  """Makes a fresh directory the cwd and TMPDIR: a relative or temporary write shows there."""
+  sandbox = tmp_path / "sandbox"
   sandbox.mkdir()
   monkeypatch.chdir(sandbox)
   monkeypatch.setenv("TMPDIR", str(sandbox))
   monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile re-reads TMPDIR
+  return sandbox
+
+
+def test_synthetic_world_in_the_bucket_equals_the_local_one(gcs, tmp_path, monkeypatch):
+  """generate_world to a URL: the same bytes as locally, world.json last, reused, rebuilt when
+  unfinished or stale, foreign data refused; the pipeline reads it through gcl_jax.io."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from test_synthetic import TINY  # pylint: disable=g-import-not-at-top
+  from gcl_jax import synthetic  # pylint: disable=g-import-not-at-top
+  from gcl_jax.data import msls, pipeline  # pylint: disable=g-import-not-at-top
+  from gcl_jax.synthetic import write as synthetic_write  # pylint: disable=g-import-not-at-top
+
+  config = synthetic.WorldConfig(**{**TINY, "val_cities": [], "frame_spacing_m": 8.0})  # 74 images
+  local = str(tmp_path / "local_world")
+  synthetic.generate_world(local, config, progress=False)
+  want = {name: len(data) for name, data in _local_digests(local).items()}
+  sandbox = _sandbox(tmp_path, monkeypatch)
+  root = f"{gcs}/worlds/tiny"
+
+  writes = []
+  real_write = io.atomic_write
+  monkeypatch.setattr(io, "atomic_write", lambda p, d: writes.append(p) or real_write(p, d))
+  assert synthetic.generate_world(root + "/", config, progress=False) == root
+  assert _bucket_files(root) == want
+  for name, digest in _local_digests(local).items():
+    assert io.read_bytes(f"{root}/{name}") == digest, name
+  uploads = [w for w in writes if io.is_url(w)]  # (the local rendering writes CSVs this way too)
+  assert uploads[-1] == f"{root}/world.json" and sorted(uploads) == sorted(
+      f"{root}/{name}" for name in want)
+  assert os.listdir(sandbox) == []  # the local rendering directory is gone
+
+  calls = []
+  real_city = synthetic_write._generate_city  # pylint: disable=protected-access
+  monkeypatch.setattr(synthetic_write, "_generate_city",
+                      lambda *a, **k: calls.append(a[1]) or real_city(*a, **k))
+  synthetic.generate_world(root, config, progress=False)  # complete: reused
+  assert calls == []
+  io.remove(f"{root}/world.json")  # an interrupted upload: rebuilt
+  synthetic.generate_world(root, config, progress=False)
+  assert calls == ["tiny_train"] and _bucket_files(root) == want
+
+  # The pipeline's default reader: gcl_jax.io for URLs, tf.io.read_file for local paths.
+  table = msls.read_msls_side(root, "tiny_train", "database")
+  urls = [f"{root}/{p}" for p in table.paths[:5]]
+  assert pipeline.default_reader(urls[0]) is io.read_bytes
+  assert pipeline.default_reader(os.path.join(local, table.paths[0])) is None
+  batch = dict(batch_size=4, image_size=(16, 24), mean=pipeline.IMAGENET_MEAN,
+               std=pipeline.IMAGENET_STD)
+  from_bucket = list(pipeline.image_batches(urls, **batch))
+  from_disk = list(pipeline.image_batches([os.path.join(local, p) for p in table.paths[:5]],
+                                          **batch))
+  assert len(from_bucket) == len(from_disk) == 2
+  for a, b in zip(from_bucket, from_disk):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  assert pipeline.check_file(urls[0]) is None
+  assert pipeline.check_file(f"{root}/missing.jpg") is not None
+
+  stale = dataclasses.replace(config, seed=1)  # another world: replaced, old images deleted
+  synthetic.generate_world(root, stale, progress=False)
+  assert io.read_json(f"{root}/world.json")["config"]["seed"] == 1
+  new_images = {n for n in _bucket_files(root) if n.endswith(".jpg")}
+  assert new_images and not new_images & {n for n in want if n.endswith(".jpg")}
+
+  io.atomic_write(f"{gcs}/worlds/foreign/precious.txt", "keep me")
+  with pytest.raises(FileExistsError, match="not a synthetic world"):
+    synthetic.generate_world(f"{gcs}/worlds/foreign", config, progress=False)
+  assert io.read_text(f"{gcs}/worlds/foreign/precious.txt") == "keep me"
+  assert not [d for d, _, _ in os.walk(tmp_path) if os.path.basename(d) in ("gs:", "s3:")]
+
+
+def _local_digests(top: str) -> dict[str, bytes]:
+  """{path relative to top: bytes} of every file under `top`."""
+  out = {}
+  for dirpath, _, filenames in os.walk(top):
+    for name in filenames:
+      full = os.path.join(dirpath, name)
+      with open(full, "rb") as fh:
+        out[os.path.relpath(full, top).replace(os.sep, "/")] = fh.read()
+  return out
+
+
+@pytest.mark.slow
+def test_demo_trains_and_evaluates_with_its_workdir_in_a_bucket(gcs, tmp_path, monkeypatch):
+  from test_end_to_end import tiny_demo_config  # pylint: disable=g-import-not-at-top
+  from gcl_jax.train import checkpoint, train  # pylint: disable=g-import-not-at-top
+
+  config = tiny_demo_config(4)
+  assert not config.data.root  # the demo path: the world is generated under <workdir>/data
+  with config.unlocked():  # 219 images to upload instead of 516
+    config.data.synthetic.frame_spacing_m = 9.0
+    config.data.synthetic.train_query_sequences = 12
+  config.labels.dir = f"{gcs}/labels_demo"
+  workdir = f"{gcs}/run"
+  sandbox = _sandbox(tmp_path, monkeypatch)
 
   results = train.train_and_evaluate(config, workdir)
   evaluated = train.evaluate_checkpoint(config, workdir)  # restores the checkpoint from the bucket
 
   # Only TensorFlow's own scratch is allowed: tf.data's autograph compiles the pipeline's Python
   # functions through generated modules in TMPDIR.
+  # The world was rendered into a temporary directory in TMPDIR and uploaded; it is gone.
   assert {k: v for k, v in _local_files(sandbox).items()
           if not k.startswith("__autograph_generated_file")} == {}
-  assert _local_files(world) == world_before
+  assert sorted(os.listdir(tmp_path)) == ["sandbox"]
   # A URL taken for a local path (os.path.abspath("gs://b/x") is "<cwd>/gs:/b/x") shows as a
   # directory named "gs:" under the cwd (the sandbox) or wherever a path was made absolute.
   assert not [d for d, _, _ in os.walk(tmp_path) if os.path.basename(d) in ("gs:", "s3:")]
@@ -225,6 +310,14 @@ def test_demo_trains_and_evaluates_with_its_workdir_in_a_bucket(gcs, tmp_path, m
 
   files = _bucket_files(workdir)
   names = set(files)
+  world = io.read_json(f"{workdir}/data/synthetic_msls/world.json")
+  for city in ("synth_north", "synth_val"):
+    for side in ("query", "database"):
+      base = f"data/synthetic_msls/train_val/{city}/{side}"
+      for csv in ("raw.csv", "postprocessed.csv", "seq_info.csv", "subtask_index.csv"):
+        assert files.get(f"{base}/{csv}", 0) > 0, (base, csv)
+      images = [n for n in names if n.startswith(f"{base}/images/") and n.endswith(".jpg")]
+      assert len(images) == world["cities"][city][side] > 0, (base, len(images))
   for name in ("config.json", "metrics.jsonl", "results.json", "results.md", "retrievals.png",
                "recall_curves.png", "eval_step4_msls_per_city.json"):
     assert files.get(name, 0) > 0, (name, sorted(names))

@@ -4,7 +4,7 @@ Preprocessing follows the authors' transform (GCL_REFERENCE 3.2): RGB, resize to
 without keeping the aspect ratio with PIL's bilinear filter, ToTensor (/255), ImageNet mean/std.
 Two back-ends (`resize_method`):
 
-* "pil" (default): TF reads the bytes (so gs:// works), then PIL opens, converts to RGB and
+* "pil" (default): TF reads the bytes (see below for URLs), then PIL opens, converts to RGB and
   resizes them in one ``tf.numpy_function``: the authors' own code path, hence bit-exact. PIL
   releases the GIL while decoding and resampling, so the parallel map calls overlap; it measured
   1.4-2.2x faster than "tf" on 2 shared cores (benchmarks/input_pipeline.py). Not serialisable
@@ -33,11 +33,13 @@ bytes to the accelerator) and the consumer normalizes them on device with
 `gcl_jax.data.normalize.normalize_on_device`, also bit-identical (a 256-level lookup table). The
 trainer and the descriptor extraction do so by default (config.data.normalize_on_device).
 
-Where the bytes come from: by default ``tf.io.read_file(path)`` (local or gs://). Every reading
-function also takes ``reader``, a Python callable path -> encoded bytes (e.g.
-`gcl_jax.data.tfds_source.TfdsSource.read` for ``tfds://`` paths of a prepared TFDS dataset); the
-decode, resize and normalization that follow are the same code either way, so both give identical
-images.
+Where the bytes come from: every reading function takes ``reader``, a Python callable path ->
+encoded bytes (e.g. `gcl_jax.data.tfds_source.TfdsSource.read` for ``tfds://`` paths of a prepared
+TFDS dataset). Without one, `default_reader` picks it from the first path of the call (the paths
+of one call share a dataset root): a registered source's reader, `gcl_jax.io.read_bytes` for URLs
+(gs://...; the same client as every other file of a run, so a GCS emulator or another fsspec
+backend works), and for local paths none, i.e. ``tf.io.read_file`` inside the graph. The decode,
+resize and normalization that follow are the same code either way, so all give identical images.
 
 ``fast_decode=True`` (opt-in, "pil" only, NOT bit-exact) lets libjpeg decode JPEGs at 1/2, 1/4 or
 1/8 scale (PIL ``Image.draft``) when the source is at least twice the target size in both
@@ -73,6 +75,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from gcl_jax import io as gcl_io
 from gcl_jax.data import files
 from gcl_jax.data.normalize import normalize_array
 from gcl_jax.types import UserError
@@ -151,8 +154,21 @@ def _as_str(path) -> str:
   return path.decode() if isinstance(path, bytes) else str(path)
 
 
+def default_reader(path: str) -> ByteReader | None:
+  """The reader for `path` and its siblings when the caller gives none.
+
+  A registered source's reader (e.g. tfds://...), `gcl_jax.io.read_bytes` for other URLs
+  (gs://...), or None for local paths (`tf.io.read_file`, in the graph).
+  """
+  path = str(path)
+  reader = files.registered_reader(path)
+  if reader is None and gcl_io.is_url(path):
+    reader = gcl_io.read_bytes
+  return reader
+
+
 def read_bytes(path: tf.Tensor, reader: ByteReader | None = None) -> tf.Tensor:
-  """Encoded bytes of one image: `tf.io.read_file` (local or gs://), or `reader(path)`."""
+  """Encoded bytes of one image: `tf.io.read_file` (local paths), or `reader(path)`."""
   if reader is None:
     return tf.io.read_file(path)
   # An object array keeps trailing NUL bytes (a bytes scalar would lose them).
@@ -166,9 +182,10 @@ def read_resized(path: tf.Tensor, image_size: Sequence[int], method: str = "pil"
                  reader: ByteReader | None = None, fast_decode: bool = False) -> tf.Tensor:
   """Reads, decodes and resizes one image -> (H, W, 3) uint8 (before ToTensor).
 
-  "pil" decodes and resizes with PIL in one `tf.numpy_function` (the bytes are read by TF, so
-  gs:// works, or by `reader`, in the same Python call); "tf" decodes with `decode_rgb` and
-  resizes with `resize(..., "tf")`.
+  "pil" decodes and resizes with PIL in one `tf.numpy_function` (the bytes are read by TF, or by
+  `reader` in the same Python call); "tf" decodes with `decode_rgb` and resizes with
+  `resize(..., "tf")`. `path` is read with `tf.io.read_file` unless `reader` is given: callers
+  with URL paths pass `default_reader(path)`.
 
   Args:
     path: scalar string tensor.
@@ -273,7 +290,12 @@ def load_image(path: tf.Tensor, image_size: Sequence[int], mean: Sequence[float]
 
 def check_file(path: str, image_size: Sequence[int] = (8, 8), resize_method: str = "pil",
                reader: ByteReader | None = None) -> str | None:
-  """Eagerly runs `read_resized` on one file; returns None if fine, else the error message."""
+  """Eagerly runs `read_resized` on one file; returns None if fine, else the error message.
+
+  Without `reader`, `default_reader(path)` is used.
+  """
+  if reader is None:
+    reader = default_reader(path)
   try:
     read_resized(tf.constant(path), image_size, resize_method, reader=reader)
   except Exception as e:  # pylint: disable=broad-except
@@ -453,8 +475,8 @@ def pair_batches(path0: np.ndarray, path1: np.ndarray, label: np.ndarray, *, bat
     raise ValueError(
         f"path0, path1 and label have {len(path0)}, {len(path1)} and {len(label)} rows")
   n = len(label)
-  if reader is None and n:  # paths of a registered source (e.g. tfds://...) read through it
-    reader = files.registered_reader(str(path0[0]))
+  if reader is None and n:  # a registered source (e.g. tfds://...) or URLs: see default_reader
+    reader = default_reader(path0[0])
   index = np.arange(n, dtype=np.int64)
   rows = tf.data.Dataset.from_tensor_slices(
       (index, path0, path1, label, np.full(n, seed, np.int64), index))
@@ -550,8 +572,8 @@ def pair_stream(epochs: Iterable[EpochRows], *, batch_size: int, image_size: Seq
   first = next(epochs, None)
   if first is None:
     return
-  if reader is None:  # paths of a registered source (e.g. tfds://...) read through it
-    reader = files.registered_reader(str(first.path0[0]))
+  if reader is None:  # a registered source (e.g. tfds://...) or URLs: see default_reader
+    reader = default_reader(first.path0[0])
   held = _Rows()
 
   def generate():
@@ -601,8 +623,8 @@ def tuple_batches(paths: np.ndarray, *, batch_size: int, image_size: Sequence[in
   if paths.ndim != 2:
     raise ValueError(f"paths must have shape (T, K), got {paths.shape}")
   n, k = paths.shape
-  if reader is None and n:
-    reader = files.registered_reader(str(paths[0, 0]))
+  if reader is None and n:  # a registered source (e.g. tfds://...) or URLs: see default_reader
+    reader = default_reader(paths[0, 0])
   ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), paths))
 
   def load(i, p):
@@ -630,8 +652,8 @@ def image_batches(paths: Sequence[str], *, batch_size: int, image_size: Sequence
   `reader`, `normalize` and `fast_decode` are as in `pair_batches`.
   """
   n = len(paths)
-  if reader is None and n:  # paths of a registered source (e.g. tfds://...) read through it
-    reader = files.registered_reader(str(paths[0]))
+  if reader is None and n:  # a registered source (e.g. tfds://...) or URLs: see default_reader
+    reader = default_reader(paths[0])
   num_batches = -(-n // batch_size)
   pad = num_batches * batch_size - n
   padded = np.concatenate([np.asarray(list(paths), str), np.asarray(list(paths[:1]) * pad, str)])

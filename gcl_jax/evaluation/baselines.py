@@ -32,7 +32,7 @@ def thumbnail_descriptors(paths: Sequence[str], size: tuple[int, int] = (8, 12),
   colours, so the baseline is as naive as it looks.
 
   Args:
-    paths: image paths (local, or gs://... URLs read through tf.io.gfile).
+    paths: image paths (local, or gs://... URLs read through gcl_jax.io).
     size: (H, W) of the thumbnail; the default 8 x 12 keeps the 3:4 aspect of 480 x 640 images.
     num_threads: decoding threads (PIL releases the GIL while decoding); default min(8, CPUs).
 

@@ -7,7 +7,10 @@
 The CSV files are written by `gcl_jax.data.msls.write_msls_side` and read back by
 `gcl_jax.data.msls.read_msls_city`. The world is built in a uniquely named temporary sibling of
 `root` and renamed into place, so generators running at the same time (on one host or on several
-hosts sharing a file system) never see a half-written world.
+hosts sharing a file system) never see a half-written world. Object stores (a `root` URL such as
+gs://bucket/world) cannot rename directories: there the world is rendered into a local temporary
+directory and uploaded through `gcl_jax.io` file by file, world.json last, so world.json alone
+says that the world is complete.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 import zlib
@@ -247,6 +251,85 @@ def _install(tmp: str, root: str, want: dict, attempts: int = 3) -> None:
                 f"kept replacing {root} ({attempts} attempts)")
 
 
+# ---------------------------------------------------------------------------------------------
+# The whole world, uploaded to an object store (root is a URL)
+# ---------------------------------------------------------------------------------------------
+
+
+def _url_holds_world(root: str, want: dict) -> bool:
+  """`_holds_world` for a URL root: True if root/world.json records `want`.
+
+  A root without world.json holding nothing but train_val/ is an unfinished upload (it is
+  overwritten); anything else there is refused.
+
+  Raises:
+    FileExistsError: `root` holds objects that are not part of a synthetic world.
+  """
+  marker = gcl_io.join(root, _MARKER)
+  if gcl_io.exists(marker):
+    try:
+      have = gcl_io.read_json(marker)
+    except ValueError:
+      return False
+    return (isinstance(have, dict) and have.get("format_version") == want["format_version"]
+            and have.get("config") == want["config"])
+  if gcl_io.isdir(root):
+    foreign = sorted({n.rstrip("/") for n in gcl_io.listdir(root)} - {"train_val"})
+    if foreign:
+      raise FileExistsError(
+          f"{root}: exists and is not a synthetic world (no {_MARKER}; holds {foreign}); refusing "
+          "to overwrite it. Remove it or choose another location.")
+  elif gcl_io.exists(root):
+    raise FileExistsError(f"{root}: exists and is not a directory")
+  return False
+
+
+def _local_files(top: str) -> list[str]:
+  """Paths of the files under `top`, relative to it with "/" separators, sorted."""
+  out = []
+  for dirpath, _, filenames in os.walk(top):
+    rel = os.path.relpath(dirpath, top)
+    out += [name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}" for name in filenames]
+  return sorted(out)
+
+
+def _url_files(root: str) -> list[str]:
+  """Paths of the objects under URL `root`, relative to it with "/" separators."""
+  out = []
+  for dirpath, _, filenames in gcl_io.walk(root):
+    rel = dirpath[len(root):].strip("/")
+    out += [f"{rel}/{name}" if rel else name for name in filenames]
+  return out
+
+
+def _upload_world(config: WorldConfig, root: str, want: dict, progress: bool) -> None:
+  """Renders the world into a local temporary directory and uploads it to URL `root`.
+
+  world.json is uploaded last, after the files of a stale or unfinished world that are not part
+  of this one were deleted; a world.json that records another world is deleted first, so no
+  reader takes the mix for a finished world. The temporary directory is removed in any case.
+  """
+  marker = gcl_io.join(root, _MARKER)
+  had_objects = gcl_io.isdir(root)
+  if had_objects:
+    gcl_io.remove(marker)  # a stale world: incomplete from now until the new marker lands
+  scratch = tempfile.mkdtemp(prefix="gcl_world-")
+  try:
+    _build(config, scratch, want, progress)
+    names = _local_files(scratch)
+    for name in names:
+      if name != _MARKER:
+        with open(os.path.join(scratch, name), "rb") as fh:
+          gcl_io.atomic_write(gcl_io.join(root, name), fh.read())
+    if had_objects:
+      for name in sorted(set(_url_files(root)) - set(names)):
+        gcl_io.remove(gcl_io.join(root, name))
+    with open(os.path.join(scratch, _MARKER), "rb") as fh:
+      gcl_io.atomic_write(marker, fh.read())
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def generate_world(root: str, config: WorldConfig = WorldConfig(), *,
                    progress: bool = True) -> str:
   """Writes the synthetic world under `root` in the MSLS layout, once; returns `root`.
@@ -260,8 +343,15 @@ def generate_world(root: str, config: WorldConfig = WorldConfig(), *,
   than being deleted. An interrupted run removes its temporary directory; leftovers of killed
   runs are removed by a later call once nothing has changed in them for a day.
 
+  A URL `root` (gs://bucket/dir, anything `gcl_jax.io` reaches) cannot be renamed into place:
+  the world is rendered into a local temporary directory (removed afterwards, so nothing stays
+  on local disk) and uploaded file by file through `gcl_jax.io`, world.json last; a world
+  without world.json (an interrupted upload) or with another config is overwritten, objects of
+  the old world that the new one lacks are deleted before world.json is written. Generators
+  uploading the same world at the same time write identical bytes.
+
   Args:
-    root: output directory (local path).
+    root: output directory (local path or URL).
     config: the world to build.
     progress: show a tqdm progress bar.
 
@@ -276,6 +366,10 @@ def generate_world(root: str, config: WorldConfig = WorldConfig(), *,
     raise TypeError(f"config must be a WorldConfig, got {type(config).__name__}")
   root = os.fspath(root).rstrip("/") or "/"
   want = {"format_version": FORMAT_VERSION, "config": config.to_json_dict()}
+  if gcl_io.is_url(root):
+    if not _url_holds_world(root, want):
+      _upload_world(config, root, want, progress)
+    return root
   if _holds_world(root, want):
     return root
   parent, base = os.path.split(os.path.abspath(root))
