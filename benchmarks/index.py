@@ -61,6 +61,8 @@ flags.DEFINE_float("noise", 1.0, "Noise of an image around its place, relative t
                    "the places (per dimension, before normalization).")
 flags.DEFINE_integer("ivf_nlist", 0, "IVF lists (0: round(4 sqrt(N)), as config.export).")
 flags.DEFINE_integer("ivf_nprobe", 16, "IVF lists searched (config.export.ivf_nprobe).")
+flags.DEFINE_integer("ivf_train_size", 0, "IVF / PQ training sample (0: 256 per list, as "
+                     "config.export.ivf_train_size).")
 flags.DEFINE_integer("hnsw_m", 32, "HNSW links per node (config.export.hnsw_m).")
 flags.DEFINE_integer("hnsw_ef_construction", 80, "HNSW build beam (config.export).")
 flags.DEFINE_integer("hnsw_ef_search", 128, "HNSW search beam (config.export.hnsw_ef_search).")
@@ -107,7 +109,7 @@ def measure(kind: str, db: np.ndarray, queries: np.ndarray, exact: np.ndarray | 
   params = index_lib.index_params(
       kind, n, dim, nlist=FLAGS.ivf_nlist, nprobe=FLAGS.ivf_nprobe, hnsw_m=FLAGS.hnsw_m,
       ef_construction=FLAGS.hnsw_ef_construction, ef_search=FLAGS.hnsw_ef_search,
-      pq_m=FLAGS.pq_m, pq_nbits=FLAGS.pq_nbits)
+      pq_m=FLAGS.pq_m, pq_nbits=FLAGS.pq_nbits, train_size=FLAGS.ivf_train_size)
   rss0 = rss_bytes()
   t0 = time.perf_counter()
   index = index_lib.build_faiss_index(db, kind, params, seed=FLAGS.seed)

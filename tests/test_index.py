@@ -100,7 +100,7 @@ def test_approximate_indexes_against_exact(tmp_path):
   db, q = clustered(1000, 32, 100, seed=2)
   _, exact = knn_search(db, q, 10)
   recalls = {}
-  for kind, full in (("ivf", {"nlist": 30, "nprobe": 30}),
+  for kind, full in (("ivf", {"nlist": 30, "nprobe": 30, "train_size": 300}),  # a sample
                      ("hnsw", {"m": 16, "ef_construction": 40, "ef_search": 1000}),
                      ("ivfpq", None)):
     defaults = index_lib.index_params(kind, len(db), 32)
@@ -126,7 +126,9 @@ def test_approximate_indexes_against_exact(tmp_path):
 
 
 def test_index_params_errors():
-  assert index_lib.index_params("ivf", 100, 16) == {"nlist": 40, "nprobe": 16}
+  assert index_lib.index_params("ivf", 100, 16) == {"nlist": 40, "nprobe": 16, "train_size": 100}
+  assert index_lib.index_params("ivf", 10**6, 16, train_size=128000)["train_size"] == 128000
+  assert index_lib.index_params("ivf", 10**6, 16, nlist=10)["train_size"] == 2560
   assert index_lib.index_params("ivfpq", 1000, 2048)["pq_m"] == 128
   assert index_lib.index_params("ivfpq", 1000, 256)["pq_m"] == 16
   with pytest.raises(ValueError, match=r"config.export.index_type must be one of .*'annoy'"):
@@ -135,8 +137,14 @@ def test_index_params_errors():
     index_lib.index_params("ivf", 10, 4, nlist=11)
   with pytest.raises(ValueError, match="config.export.pq_m = 3 must divide .* dimension 16"):
     index_lib.index_params("ivfpq", 1000, 16, pq_m=3)
-  with pytest.raises(ValueError, match="pq_nbits = 8 needs at least 256 database images.*got 100"):
+  with pytest.raises(ValueError, match="pq_nbits = 8 needs at least 256 training images.*got 100"):
     index_lib.index_params("ivfpq", 100, 16)
+  with pytest.raises(ValueError, match="pq_nbits = 8 needs .* got 200 .*ivf_train_size"):
+    index_lib.index_params("ivfpq", 1000, 16, train_size=200)
+  with pytest.raises(ValueError, match="ivf_train_size = 30 is fewer than the 40 lists"):
+    index_lib.index_params("ivf", 100, 16, train_size=30)
+  with pytest.raises(ValueError, match="ivf_train_size must be >= 0.*got -1"):
+    index_lib.index_params("ivf", 100, 16, train_size=-1)
 
 
 @pytest.fixture

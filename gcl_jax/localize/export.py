@@ -212,7 +212,7 @@ def export_model(config: ml_collections.ConfigDict, directory: str, *, mesh: jax
   params_ = index_lib.index_params(
       e.index_type, len(paths), dim, nlist=e.ivf_nlist, nprobe=e.ivf_nprobe, hnsw_m=e.hnsw_m,
       ef_construction=e.hnsw_ef_construction, ef_search=e.hnsw_ef_search, pq_m=e.pq_m,
-      pq_nbits=e.pq_nbits)
+      pq_nbits=e.pq_nbits, train_size=e.ivf_train_size)
   manifest = None
   if parallel.is_chief():
     manifest = index_lib.write_index(

@@ -208,10 +208,12 @@ def pq_m_auto(dim: int) -> int:
 
 def index_params(index_type: str, num: int, dim: int, *, nlist: int = 0, nprobe: int = 16,
                  hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 128,
-                 pq_m: int = 0, pq_nbits: int = 8) -> dict:
+                 pq_m: int = 0, pq_nbits: int = 8, train_size: int = 0) -> dict:
   """The resolved parameters of an index type for `num` descriptors of dimension `dim`.
 
-  nlist 0 means round(4 sqrt(num)) (at most 65536 and `num`); pq_m 0 means `pq_m_auto(dim)`.
+  nlist 0 means round(4 sqrt(num)) (at most 65536 and `num`); pq_m 0 means `pq_m_auto(dim)`;
+  train_size (IVF k-means and PQ codebook training points, a seeded sample of the database)
+  0 means FAISS's own cap, 256 per list; either is at most `num`.
 
   Raises:
     ValueError: unknown type or an impossible parameter (the message names the config key).
@@ -236,7 +238,14 @@ def index_params(index_type: str, num: int, dim: int, *, nlist: int = 0, nprobe:
                               f"database images), got {nlist}")
   if int(nprobe) < 1:
     raise LocalizeConfigError(f"config.export.ivf_nprobe must be >= 1, got {nprobe!r}")
-  params = {"nlist": nlist, "nprobe": min(int(nprobe), nlist)}
+  if int(train_size) < 0:
+    raise LocalizeConfigError(f"config.export.ivf_train_size must be >= 0 (0: 256 per list), "
+                              f"got {train_size!r}")
+  train = min(num, int(train_size) or 256 * nlist)
+  if train < nlist:
+    raise LocalizeConfigError(f"config.export.ivf_train_size = {train_size} is fewer than the "
+                              f"{nlist} lists (config.export.ivf_nlist) it trains")
+  params = {"nlist": nlist, "nprobe": min(int(nprobe), nlist), "train_size": train}
   if index_type == "ivfpq":
     m = int(pq_m) or pq_m_auto(dim)
     if m < 1 or dim % m:
@@ -244,10 +253,11 @@ def index_params(index_type: str, num: int, dim: int, *, nlist: int = 0, nprobe:
                                 f"dimension {dim}")
     if not 1 <= int(pq_nbits) <= 16:
       raise LocalizeConfigError(f"config.export.pq_nbits must be in [1, 16], got {pq_nbits!r}")
-    if num < 2 ** int(pq_nbits):
+    if train < 2 ** int(pq_nbits):
       raise LocalizeConfigError(f"config.export.pq_nbits = {pq_nbits} needs at least "
-                                f"{2 ** int(pq_nbits)} database images to train its codebooks, "
-                                f"got {num}; lower it")
+                                f"{2 ** int(pq_nbits)} training images for its codebooks, got "
+                                f"{train} (database images, at most config.export."
+                                f"ivf_train_size); lower pq_nbits")
     params.update(pq_m=m, pq_nbits=int(pq_nbits))
   return params
 
@@ -273,7 +283,12 @@ def build_faiss_index(descriptors: np.ndarray, index_type: str, params: Mapping,
       index.pq.cp.min_points_per_centroid = 1
     index.cp.seed = seed
     index.cp.min_points_per_centroid = 1  # Small databases: no warnings, still deterministic.
-    index.train(x)
+    train = int(params["train_size"])
+    index.cp.max_points_per_centroid = max(256, -(-train // params["nlist"]))  # No resampling.
+    sample = x
+    if train < len(x):
+      sample = x[np.sort(np.random.default_rng(seed).choice(len(x), train, replace=False))]
+    index.train(sample)
   index.add(x)
   set_search_params(index, index_type, params)
   return index
