@@ -49,7 +49,7 @@ def evaluate(config: ml_collections.ConfigDict, val: Sequence[EvalSet], describe
     kwargs["sim"] = protocols.load_sim_h5(e.gt_h5)
   whitening = None
   if e.pca_dim:
-    fit = _pca_fit_descriptors(config, cities, describe, fit_tables)
+    fit = pca_fit_descriptors(config, cities, describe, fit_tables)
     whitening = pca.learn_pca_whitening(fit, fit_set=e.pca_fit)
     cities = pca.whiten_cities(cities, whitening, e.pca_dim)
   result, details = protocols.evaluate_retrieval(cities, protocol=e.protocol, radius_m=e.radius_m,
@@ -60,8 +60,10 @@ def evaluate(config: ml_collections.ConfigDict, val: Sequence[EvalSet], describe
   return result, details
 
 
-def _pca_fit_descriptors(config, cities, describe: Describe,
-                         fit_tables: Sequence[ImageTable]) -> np.ndarray:
+def pca_fit_descriptors(config, cities, describe: Describe,
+                        fit_tables: Sequence[ImageTable]) -> np.ndarray:
+  """The descriptors PCA-whitening is fitted on (config.eval.pca_fit): the evaluation databases'
+  (already in `cities`) or those of the training tables, described with `describe`."""
   e = config.eval
   if e.pca_fit == "eval_database":
     return np.concatenate([c.db_desc for c in cities])

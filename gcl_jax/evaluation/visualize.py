@@ -28,7 +28,7 @@ _MARGIN_PX = 6  # Gap between an image and the edge of its panel, in pixels.
 _BORDER_PX = 6  # Width of the coloured border, in pixels (half of it overlaps the image).
 
 
-def _load_rgb(path: str, max_side: int) -> np.ndarray:
+def load_rgb(path: str, max_side: int) -> np.ndarray:
   """Loads an image as uint8 RGB, shrunk (aspect kept) so that its longer side is <= max_side."""
   im = files.open_image(path)
   with im:
@@ -38,7 +38,8 @@ def _load_rgb(path: str, max_side: int) -> np.ndarray:
     return np.asarray(im)
 
 
-def _style_panel(ax, color: str, title: str, fontsize: float, border_pt: float) -> None:
+def style_panel(ax, color: str, title: str, fontsize: float, border_pt: float) -> None:
+  """An image panel without ticks, framed in `color` (border_pt wide), titled above."""
   ax.set_xticks([])
   ax.set_yticks([])
   for spine in ax.spines.values():
@@ -99,7 +100,7 @@ def plot_retrievals(query_paths: Sequence[str], db_paths: Sequence[str], ranked:
     rows = np.sort(np.random.default_rng(seed).choice(num_rows, num_queries, replace=False))
 
   max_side = 2 * panel_px
-  queries = [_load_rgb(query_paths[i], max_side) for i in rows]
+  queries = [load_rgb(query_paths[i], max_side) for i in rows]
   h0, w0 = queries[0].shape[:2]
   image_px = max(1, round(panel_px * h0 / w0))
   row_px = image_px + _TITLE_PX
@@ -118,22 +119,22 @@ def plot_retrievals(query_paths: Sequence[str], db_paths: Sequence[str], ranked:
       ax = fig.add_axes(rect)
       if c == 0:
         ax.imshow(q_img, aspect="equal", interpolation="antialiased")
-        _style_panel(ax, QUERY_COLOR, f"query {row} ({len(pos)} pos)", fontsize, border_pt)
+        style_panel(ax, QUERY_COLOR, f"query {row} ({len(pos)} pos)", fontsize, border_pt)
         continue
       idx = int(ranked[row, c - 1])
       if idx < 0:
         ax.imshow(np.full((h0, w0, 3), 235, np.uint8), aspect="equal")
         ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", va="center",
                 color="#808080", fontsize=fontsize)
-        _style_panel(ax, EMPTY_COLOR, f"#{c}", fontsize, border_pt)
+        style_panel(ax, EMPTY_COLOR, f"#{c}", fontsize, border_pt)
         continue
       if idx not in cache:
-        cache[idx] = _load_rgb(db_paths[idx], max_side)
+        cache[idx] = load_rgb(db_paths[idx], max_side)
       ok = idx in pos
       ax.imshow(cache[idx], aspect="equal", interpolation="antialiased")
-      _style_panel(ax, CORRECT_COLOR if ok else WRONG_COLOR,
-                   f"#{c} {'correct' if ok else 'wrong'}", fontsize, border_pt)
-  _save_png(fig, out_path, dpi, facecolor="white")
+      style_panel(ax, CORRECT_COLOR if ok else WRONG_COLOR,
+                  f"#{c} {'correct' if ok else 'wrong'}", fontsize, border_pt)
+  save_png(fig, out_path, dpi, facecolor="white")
   return rows
 
 
@@ -147,7 +148,7 @@ def _recall_ns(result: dict) -> list[int]:
   return sorted(ns)
 
 
-def _save_png(fig: Figure, out_path: str, dpi: int, **kwargs) -> None:
+def save_png(fig: Figure, out_path: str, dpi: int, **kwargs) -> None:
   """Renders `fig` to PNG and writes it atomically (local path or URL)."""
   buf = io.BytesIO()
   fig.savefig(buf, dpi=dpi, format="png", **kwargs)
@@ -204,7 +205,7 @@ def plot_recall_curves(results: dict[str, dict], out_path: str, *, title: str | 
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  _save_png(fig, out_path, dpi)
+  save_png(fig, out_path, dpi)
 
 
 def results_markdown(results: dict[str, dict], ns: Sequence[int] = (1, 5, 10, 20)) -> str:
@@ -268,4 +269,4 @@ def plot_compare_curves(summary: dict, out_path: str, *, n: int = 5, dpi: int = 
     ax.legend(loc="lower right", fontsize=8)
   fig.suptitle(f"Recall@{n} against images seen (mean ± std over seeds)")
   fig.tight_layout()
-  _save_png(fig, out_path, dpi)
+  save_png(fig, out_path, dpi)

@@ -164,8 +164,7 @@ def _whitening(config: ml_collections.ConfigDict, db_desc: np.ndarray, describe_
     fit = db_desc
   else:
     from gcl_jax.evaluation import run as eval_run  # pylint: disable=g-import-not-at-top
-    # pylint: disable-next=protected-access
-    fit = eval_run._pca_fit_descriptors(config, [], describe_table, fit_tables)
+    fit = eval_run.pca_fit_descriptors(config, [], describe_table, fit_tables)
   return pca_lib.learn_pca_whitening(fit, fit_set=e.pca_fit)
 
 

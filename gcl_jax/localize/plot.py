@@ -19,7 +19,7 @@ _MAX_MAP_POINTS = 20000  # database positions drawn (a random subset beyond that
 
 def _image_or_none(path: str, max_side: int):
   try:
-    return visualize._load_rgb(path, max_side)  # pylint: disable=protected-access
+    return visualize.load_rgb(path, max_side)
   except Exception:  # pylint: disable=broad-except
     return None
 
@@ -30,10 +30,10 @@ def plot_localization(photo: str, matches: index_lib.Matches, row: int,
   """Writes a PNG: top, the photo (blue) and its top-k matches (rank, key, distance); bottom, a
   map (UTM metres) of the database (grey dots), the matches (numbered, same colours) and the two
   estimates (top-1: star, weighted mean: cross). A match whose image is gone is a grey box."""
-  style = visualize._style_panel  # pylint: disable=protected-access
+  style = visualize.style_panel
   k = min(k, matches.indices.shape[1])
   cols = k + 1
-  q_img = visualize._load_rgb(photo, 2 * panel_px)  # pylint: disable=protected-access
+  q_img = visualize.load_rgb(photo, 2 * panel_px)
   h0, w0 = q_img.shape[:2]
   image_px = max(1, round(panel_px * min(h0 / w0, 1.0)))
   row_px = image_px + 30
@@ -91,4 +91,4 @@ def plot_localization(photo: str, matches: index_lib.Matches, row: int,
   ax.ticklabel_format(useOffset=False, style="plain")
   ax.grid(True, alpha=0.3)
   ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
-  visualize._save_png(fig, out_path, dpi, facecolor="white")  # pylint: disable=protected-access
+  visualize.save_png(fig, out_path, dpi, facecolor="white")
