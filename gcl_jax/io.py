@@ -95,25 +95,38 @@ def remove(p: PathLike, missing_ok: bool = True) -> None:
 def atomic_write(p: PathLike, data: bytes | str) -> str:
   """Writes `data` to `p` so that readers see either the old file or the whole new one.
 
-  Local files are written to a temporary file in the same directory, flushed, fsynced and
-  renamed over the target. Objects in a bucket become visible only when their upload completes,
-  so URLs are written directly. Parent directories are created.
+  See `atomic_write_with`. Returns:
+    `p` as a string.
+  """
+  raw = data.encode() if isinstance(data, str) else data
+  return atomic_write_with(p, lambda f: f.write(raw))
+
+
+def atomic_write_with(p: PathLike, write: Callable[[BinaryIO], Any]) -> str:
+  """Writes what `write(file_object)` writes (np.save, np.savez, faiss, ...) to `p` atomically.
+
+  Local files are streamed to a temporary file in the same directory, flushed, fsynced and
+  renamed over the target, so a `write` that raises leaves no file behind and the old one, if
+  any, untouched, and large files (a FAISS index) are never held in memory. Objects in a bucket
+  become visible only when their upload completes: the bytes are collected in memory and
+  uploaded once `write` has returned. Parent directories are created.
 
   Returns:
     `p` as a string.
   """
   target = os.fspath(p)
-  raw = data.encode() if isinstance(data, str) else bytes(data)
   if is_url(target):
+    buf = io_lib.BytesIO()
+    write(buf)
     path(target).parent.mkdir(parents=True, exist_ok=True)
-    path(target).write_bytes(raw)
+    path(target).write_bytes(buf.getvalue())
     return target
   directory = os.path.dirname(target) or "."
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(raw)
+    with os.fdopen(fd, "w+b") as f:  # readable too: some writers (h5py) read back
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
@@ -123,21 +136,6 @@ def atomic_write(p: PathLike, data: bytes | str) -> str:
       os.remove(tmp)
     raise
   return target
-
-
-def atomic_write_with(p: PathLike, write: Callable[[BinaryIO], Any]) -> str:
-  """`atomic_write` of what `write(file_object)` writes (np.save, np.savez, h5py, ...).
-
-  The bytes are collected in memory first (the files written this way are small: label tables,
-  descriptor caches, mining caches), so a `write` that raises leaves no file behind and the old
-  one, if any, untouched.
-
-  Returns:
-    `p` as a string.
-  """
-  buf = io_lib.BytesIO()
-  write(buf)
-  return atomic_write(p, buf.getvalue())
 
 
 def _umask() -> int:

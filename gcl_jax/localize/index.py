@@ -8,7 +8,7 @@ needed to localize new photos, with no training run or config at hand:
                       step, checkpoint and the SHA-256 of its weights), the preprocessing (image
                       size, mean, std, resize method), the PCA-whitening (if any) and the
                       fingerprint: SHA-256 digests of the model and of the preprocessing.
-    index.faiss       the FAISS index (faiss.serialize_index) over the (whitened) descriptors,
+    index.faiss       the FAISS index (faiss.write_index) over the (whitened) descriptors,
                       row i = image i.
     images.npz        per image: key, path, city, UTM east/north (metres), heading (degrees).
     model.npz         the network's weights (parameters and normalisation statistics), keyed by
@@ -346,7 +346,8 @@ def write_index(directory: str, *, descriptors: np.ndarray, images: Mapping[str,
   params = dict(index_params(index_type, n, dim) if params is None else params)
   index = build_faiss_index(searched, index_type, params, seed=seed)
   import faiss  # pylint: disable=g-import-not-at-top
-  io.atomic_write(io.join(directory, INDEX_FILE), faiss.serialize_index(index).tobytes())
+  io.atomic_write_with(io.join(directory, INDEX_FILE),  # streamed: no copy of the index in memory
+                       lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
   io.atomic_write(io.join(directory, IMAGES_FILE), npz_bytes({
       "keys": np.asarray(images["keys"], str), "paths": np.asarray(images["paths"], str),
       "cities": np.asarray(images["cities"], str),
@@ -561,13 +562,14 @@ def read_faiss(path: str):
   import faiss  # pylint: disable=g-import-not-at-top
   if not io.exists(path):
     raise IndexFormatError(f"{path}: missing (the FAISS index)")
-  raw = np.frombuffer(io.path(path).read_bytes(), dtype=np.uint8)
-  try:
-    return faiss.deserialize_index(raw.copy())
-  except Exception as e:  # pylint: disable=broad-except
-    first = str(e).strip().splitlines()
-    raise IndexFormatError(f"{path}: not a readable FAISS index ({len(raw)} bytes; "
-                           f"{first[-1] if first else type(e).__name__})") from e
+  with io.open(path, "rb") as f:  # streamed: the file is never held in memory beside the index
+    try:
+      return faiss.read_index(faiss.PyCallbackIOReader(f.read))
+    except Exception as e:  # pylint: disable=broad-except
+      first = str(e).strip().splitlines()
+      size = f.seek(0, 2)
+      raise IndexFormatError(f"{path}: not a readable FAISS index ({size} bytes; "
+                             f"{first[-1] if first else type(e).__name__})") from e
 
 
 def load_weights(directory: str, manifest: Mapping) -> dict[str, np.ndarray]:
