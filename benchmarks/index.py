@@ -24,6 +24,8 @@ of each type and `ratio` = exact (flat) latency / the type's latency (> 1: faste
     python benchmarks/index.py --size=quick    # under a minute
     python benchmarks/index.py                 # 100k database, 2048-d and 256-d
     python benchmarks/index.py --num_database=1000000 --dims=256 --num_queries=200
+    python benchmarks/index.py --num_database=1000000 --dims=2048 --num_queries=200 \
+        --single_queries=20 --ivf_train_size=128000   # 16 GiB of memory, ~70 min on 2 cores
 """
 
 from __future__ import annotations
