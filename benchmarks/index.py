@@ -6,7 +6,8 @@ For each database size and descriptor dimension, builds every index type of
 
   build_s            time to train (IVF k-means, PQ codebooks) and fill the index
   disk_bytes         size of the serialized index (the index.faiss file of an export)
-  memory_bytes       resident memory added by the built index (RSS after build minus before)
+  memory_bytes       resident memory added by the built index (RSS after build minus before;
+                     less than the index holds when it reuses pages of an index freed before)
   flat_float32_bytes what a float32 flat index needs: N * D * 4
   batch_ms_per_query query latency per image, searching all queries in one call
   single_ms_per_query query latency per image, one query per call (a photo at a time)
