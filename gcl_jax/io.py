@@ -93,9 +93,10 @@ def remove(p: PathLike, missing_ok: bool = True) -> None:
 
 
 def atomic_write(p: PathLike, data: bytes | str) -> str:
-  """Writes `data` to `p` so that readers see either the old file or the whole new one.
+  """Writes `data` to `p` so that readers see either the old file or the whole new one (how:
+  `atomic_write_with`).
 
-  See `atomic_write_with`. Returns:
+  Returns:
     `p` as a string.
   """
   raw = data.encode() if isinstance(data, str) else data

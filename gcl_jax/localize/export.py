@@ -141,7 +141,8 @@ def describe_in_chunks(describe: Callable[[Sequence[str], str], np.ndarray], pat
       if desc.shape[0] != stop - start:
         raise ValueError(f"describe returned {desc.shape[0]} rows for {stop - start} images")
       if parallel.is_chief():
-        io.atomic_write(io.join(desc_dir, chunk_name(start, stop)), index_lib.npy_bytes(desc))
+        io.atomic_write_with(io.join(desc_dir, chunk_name(start, stop)),
+                             lambda f, d=desc: np.save(f, d, allow_pickle=False))
       bar.update(stop - start)
   finally:
     bar.close()

@@ -174,16 +174,8 @@ def weights_sha256(arrays: Mapping[str, np.ndarray]) -> str:
   return h.hexdigest()
 
 
-def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-  buf = _io.BytesIO()
-  np.savez(buf, **arrays)
-  return buf.getvalue()
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-  buf = _io.BytesIO()
-  np.save(buf, array, allow_pickle=False)
-  return buf.getvalue()
+def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+  io.atomic_write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def read_npz(path: str, what: str) -> dict[str, np.ndarray]:
@@ -348,19 +340,19 @@ def write_index(directory: str, *, descriptors: np.ndarray, images: Mapping[str,
   import faiss  # pylint: disable=g-import-not-at-top
   io.atomic_write_with(io.join(directory, INDEX_FILE),  # streamed: no copy of the index in memory
                        lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
-  io.atomic_write(io.join(directory, IMAGES_FILE), npz_bytes({
+  write_npz(io.join(directory, IMAGES_FILE), {
       "keys": np.asarray(images["keys"], str), "paths": np.asarray(images["paths"], str),
       "cities": np.asarray(images["cities"], str),
       "utm": np.asarray(images["utm"], np.float64).reshape(n, 2),
-      "heading": np.asarray(images["heading"], np.float64)}))
+      "heading": np.asarray(images["heading"], np.float64)})
   weights = {k: np.asarray(v) for k, v in weights.items()}
   sha = weights_sha256(weights)
-  io.atomic_write(io.join(directory, MODEL_FILE), npz_bytes(weights))
+  write_npz(io.join(directory, MODEL_FILE), weights)
   pca_record = None
   if pca is not None:
-    io.atomic_write(io.join(directory, PCA_FILE), npz_bytes({
+    write_npz(io.join(directory, PCA_FILE), {
         "mean": pca.mean, "projection": pca.projection[:pca_dim],
-        "eigenvalues": pca.eigenvalues}))
+        "eigenvalues": pca.eigenvalues})
     pca_record = {"file": PCA_FILE, "dim": int(pca_dim), "input_dim": int(raw_dim),
                   "fit_set": pca.fit_set, "num_fit": int(pca.num_fit),
                   "num_tiny": int(pca.num_tiny), "tiny": pca.tiny}
